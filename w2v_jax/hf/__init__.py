@@ -1,0 +1,4 @@
+"""Hugging Face transformers checkpoints <-> our Flax model."""
+
+from w2v_jax.hf.convert import (CheckpointError, from_state_dict, load_pretrained, read_state_dict,
+                                save_pretrained, to_state_dict)

@@ -1,0 +1,152 @@
+"""Hugging Face wav2vec 2.0 checkpoints <-> our Flax model, through `mapping.py`."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from flax import nnx
+
+from w2v_jax.hf import mapping
+from w2v_jax.models import Wav2Vec2Config, Wav2Vec2Model
+
+_PREFIX = "wav2vec2."
+_WEIGHT_FILES = ("model.safetensors.index.json", "model.safetensors",
+                 "pytorch_model.bin.index.json", "pytorch_model.bin")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded as asked; the message names the file and keys."""
+
+
+# ------------------------------------------------------------------ reading
+def _read_file(path: str) -> dict[str, np.ndarray]:
+    import torch  # only for reading; a checkpoint never executes code (weights_only)
+
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+        tensors = load_file(path)
+    else:
+        tensors = torch.load(path, map_location="cpu", weights_only=True)
+    return {k: v.detach().to(torch.float32).numpy() for k, v in tensors.items()}
+
+
+def read_state_dict(directory: str) -> dict[str, np.ndarray]:
+    """Every tensor of a HF checkpoint dir: safetensors, sharded safetensors or .bin."""
+    for name in _WEIGHT_FILES:
+        path = os.path.join(directory, name)
+        if not os.path.exists(path):
+            continue
+        if not name.endswith(".index.json"):
+            return _read_file(path)
+        with open(path) as f:
+            shards = sorted(set(json.load(f)["weight_map"].values()))
+        state = {}
+        for shard in shards:
+            shard_path = os.path.join(directory, shard)
+            if not os.path.exists(shard_path):
+                raise CheckpointError(f"{path} names shard {shard}, which is missing")
+            state.update(_read_file(shard_path))
+        return state
+    raise CheckpointError(f"{directory}: no weights found (looked for {', '.join(_WEIGHT_FILES)})")
+
+
+def _backbone_state(state: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+    """Strip a task model's `wav2vec2.` prefix, drop its heads, rename new weight-norm keys."""
+    if any(k.startswith(_PREFIX) for k in state):
+        heads = sorted(k for k in state if not k.startswith(_PREFIX))
+        if heads:
+            logging.info("%s: ignoring %d task-head tensors: %s", source, len(heads), ", ".join(heads))
+        state = {k[len(_PREFIX):]: v for k, v in state.items() if k.startswith(_PREFIX)}
+    return {mapping.NEW_WEIGHT_NORM_KEYS.get(k, k): v for k, v in state.items()}
+
+
+# --------------------------------------------------------------- converting
+def _flat_params(model: Wav2Vec2Model) -> dict[str, jax.Array]:
+    return {"/".join(map(str, path)): var.get_value()
+            for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+
+
+def _entries(config: Wav2Vec2Config, flax_paths):
+    return list(mapping.entries(set(flax_paths), len(config.conv_dim), config.num_hidden_layers))
+
+
+def from_state_dict(config: Wav2Vec2Config, state: dict[str, np.ndarray], *, source: str = "<state>",
+                    seed: int = 0) -> Wav2Vec2Model:
+    """A model with exactly the given backbone tensors: any missing or extra key is an error."""
+    state = _backbone_state(state, source)
+    abstract = nnx.eval_shape(lambda: Wav2Vec2Model(config, rngs=nnx.Rngs(seed)))
+    graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
+    shapes = {"/".join(map(str, path)): var.shape for path, var in nnx.to_flat_state(params)}
+    entries = _entries(config, shapes)
+    expected = {hf for hf, *_ in entries}
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise CheckpointError(f"{source}: backbone keys do not match the config "
+                              f"(missing: {missing or 'none'}; unexpected: {unexpected or 'none'})")
+    values: dict[str, np.ndarray] = {}
+    stacked: dict[str, list] = {}
+    for hf, flax, layer, transform in entries:
+        value = mapping.to_flax(state[hf], transform)
+        if layer is None:
+            values[flax] = value
+        else:
+            stacked.setdefault(flax, []).append(value)
+    values.update({flax: np.stack(layers) for flax, layers in stacked.items()})
+    for flax, value in values.items():
+        if tuple(value.shape) != tuple(shapes[flax]):
+            raise CheckpointError(f"{source}: {flax} has shape {tuple(value.shape)} (our layout); "
+                                  f"the config expects {tuple(shapes[flax])}")
+    params = nnx.from_flat_state([
+        (path, var.replace(jnp.asarray(values["/".join(map(str, path))])))
+        for path, var in nnx.to_flat_state(params)])
+    model = nnx.merge(graphdef, params, rest)
+    model.rngs = nnx.Rngs(seed)
+    return model
+
+
+def to_state_dict(model: Wav2Vec2Model) -> dict[str, np.ndarray]:
+    """transformers' Wav2Vec2Model state dict (new-style weight-norm keys)."""
+    params = _flat_params(model)
+    renamed = {old: new for new, old in mapping.NEW_WEIGHT_NORM_KEYS.items()}
+    state = {}
+    for hf, flax, layer, transform in _entries(model.config, params):
+        value = np.asarray(jax.device_get(params[flax]), np.float32)
+        if layer is not None:
+            value = value[layer]
+        state[renamed.get(hf, hf)] = np.ascontiguousarray(mapping.to_torch(value, transform))
+    return state
+
+
+# ----------------------------------------------------------------- public
+def load_pretrained(path: str, *, seed: int = 0, **config_overrides) -> Wav2Vec2Model:
+    """A HF checkpoint directory (config.json + weights) -> Wav2Vec2Model.
+
+    `config_overrides` set compute switches (dtype, scan_layers, remat) or dropout rates.
+    """
+    config = Wav2Vec2Config.from_hf(path, **config_overrides)
+    model = from_state_dict(config, read_state_dict(path), source=path, seed=seed)
+    logging.info("loaded %s (%d layers, hidden %d)", path, config.num_hidden_layers, config.hidden_size)
+    return model
+
+
+def save_pretrained(model: Wav2Vec2Model, path: str) -> None:
+    """A directory that transformers' Wav2Vec2Model.from_pretrained loads; written atomically."""
+    from safetensors.numpy import save_file
+
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    if os.path.exists(path) and os.listdir(path):
+        raise FileExistsError(f"{path} exists and is not empty")
+    staging = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+    with open(os.path.join(staging, "config.json"), "w") as f:
+        json.dump(model.config.to_hf(), f, indent=2)
+    save_file(to_state_dict(model), os.path.join(staging, "model.safetensors"), metadata={"format": "pt"})
+    if os.path.exists(path):
+        os.rmdir(path)
+    os.replace(staging, path)

@@ -1,0 +1,74 @@
+"""The CNN feature encoder (7 strided convolutions) and the feature projection."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from w2v_jax.models.config import Wav2Vec2Config
+from w2v_jax.models.layers import activation, conv1d, dropout
+
+
+class ConvLayer(nnx.Module):
+    """Conv1d -> optional norm -> activation, as HF's Wav2Vec2*ConvLayer."""
+
+    def __init__(self, config: Wav2Vec2Config, index: int, *, rngs: nnx.Rngs):
+        in_dim = config.conv_dim[index - 1] if index > 0 else 1
+        out_dim = config.conv_dim[index]
+        kernel_size = config.conv_kernel[index]
+        self.stride = config.conv_stride[index]
+        self.dtype = jnp.dtype(config.dtype)
+        self.act = config.feat_extract_activation
+        # Kaiming-normal, as HF initialises these convs.
+        init = jax.nn.initializers.variance_scaling(2.0, "fan_in", "normal", in_axis=(0, 1), out_axis=2)
+        self.kernel = nnx.Param(init(rngs.params(), (kernel_size, in_dim, out_dim)))
+        self.bias = nnx.Param(jnp.zeros((out_dim,))) if config.conv_bias else None
+        if config.feat_extract_norm == "layer":
+            self.norm = nnx.LayerNorm(out_dim, epsilon=1e-5, use_fast_variance=False,
+                                      dtype=self.dtype, rngs=rngs)
+        elif index == 0:
+            # One group per channel: each channel is normalised over time.
+            self.norm = nnx.GroupNorm(out_dim, num_groups=out_dim, epsilon=1e-5,
+                                      use_fast_variance=False, dtype=self.dtype, rngs=rngs)
+        else:
+            self.norm = None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = conv1d(x, self.kernel[...].astype(self.dtype), stride=self.stride)
+        if self.bias is not None:
+            x = x + self.bias[...].astype(self.dtype)
+        if self.norm is not None:
+            x = self.norm(x)
+        return activation(self.act)(x)
+
+
+class FeatureEncoder(nnx.Module):
+    """Raw 16 kHz samples (B, S) -> CNN features (B, T, conv_dim[-1])."""
+
+    def __init__(self, config: Wav2Vec2Config, *, rngs: nnx.Rngs):
+        self.conv_layers = nnx.List(
+            [ConvLayer(config, i, rngs=rngs) for i in range(len(config.conv_dim))])
+
+    def __call__(self, input_values: jax.Array) -> jax.Array:
+        x = input_values[:, :, None]
+        for layer in self.conv_layers:
+            x = layer(x)
+        return x
+
+
+class FeatureProjection(nnx.Module):
+    """LayerNorm -> Dense -> dropout; also returns the normed features (HF's extract_features)."""
+
+    def __init__(self, config: Wav2Vec2Config, *, rngs: nnx.Rngs):
+        dtype = jnp.dtype(config.dtype)
+        self.layer_norm = nnx.LayerNorm(config.conv_dim[-1], epsilon=config.layer_norm_eps,
+                                        use_fast_variance=False, dtype=dtype, rngs=rngs)
+        self.projection = nnx.Linear(config.conv_dim[-1], config.hidden_size, dtype=dtype,
+                                     kernel_init=jax.nn.initializers.normal(0.02), rngs=rngs)
+        self.rate = config.feat_proj_dropout
+
+    def __call__(self, features, key, deterministic):
+        normed = self.layer_norm(features)
+        hidden = dropout(self.projection(normed), self.rate, key, deterministic)
+        return hidden, normed

@@ -1,0 +1,84 @@
+"""wav2vec 2.0 (transformers' Wav2Vec2Model) as an NNX module."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx, struct
+
+from w2v_jax.models.config import Wav2Vec2Config
+from w2v_jax.models.encoder import Encoder
+from w2v_jax.models.feature_encoder import FeatureEncoder, FeatureProjection
+from w2v_jax.models.layers import split_key
+from w2v_jax.models.spec_augment import apply_spec_augment
+
+
+@struct.dataclass
+class Wav2Vec2Output:
+    """Outputs with transformers' semantics (output_hidden_states=True)."""
+
+    last_hidden_state: jax.Array  # (B, T, D)
+    hidden_states: tuple[jax.Array, ...]  # num_hidden_layers + 1 arrays (B, T, D)
+    extract_features: jax.Array  # (B, T, C): the layer-normed CNN output, as HF returns it
+    frame_mask: jax.Array  # (B, T) bool: True for frames of real audio
+
+
+class Wav2Vec2Model(nnx.Module):
+    """Raw audio (B, S) at 16 kHz -> every hidden state.
+
+    Randomness in training (dropout, LayerDrop, SpecAugment) is drawn from the
+    module's own `rngs.dropout` stream; `deterministic=True` uses none.
+    """
+
+    def __init__(self, config: Wav2Vec2Config, *, rngs: nnx.Rngs):
+        self.config = config
+        self.feature_extractor = FeatureEncoder(config, rngs=rngs)
+        self.feature_projection = FeatureProjection(config, rngs=rngs)
+        if config.mask_time_prob > 0.0 or config.mask_feature_prob > 0.0:
+            self.masked_spec_embed = nnx.Param(jax.random.uniform(rngs.params(), (config.hidden_size,)))
+        else:
+            self.masked_spec_embed = None
+        self.encoder = Encoder(config, rngs=rngs)
+        self.rngs = rngs
+
+    def frame_mask(self, attention_mask: jax.Array, num_frames: int) -> jax.Array:
+        """(B, S) sample mask -> (B, T) frame mask, from the conv kernels and strides."""
+        frames = self.config.num_frames(jnp.sum(attention_mask.astype(jnp.int32), axis=-1))
+        return jnp.arange(num_frames)[None, :] < frames[:, None]
+
+    def __call__(self, input_values: jax.Array, attention_mask: jax.Array | None = None, *,
+                 deterministic: bool = True, output_hidden_states: bool = True) -> Wav2Vec2Output:
+        _check_inputs(self.config, input_values, attention_mask)
+        key = None if deterministic else self.rngs.dropout()
+        k_proj, k_mask, k_encoder = split_key(key, 3)
+        dtype = jnp.dtype(self.config.dtype)
+
+        features = self.feature_extractor(input_values.astype(dtype))
+        if attention_mask is None:
+            frame_mask = jnp.ones(features.shape[:2], bool)
+        else:
+            frame_mask = self.frame_mask(attention_mask, features.shape[1])
+        hidden, extract_features = self.feature_projection(features, k_proj, deterministic)
+        if not deterministic and self.config.apply_spec_augment:
+            embed = None if self.masked_spec_embed is None else self.masked_spec_embed[...]
+            hidden = apply_spec_augment(k_mask, hidden, frame_mask, embed, self.config)
+        last, hidden_states = self.encoder(hidden, frame_mask, k_encoder, deterministic,
+                                           output_hidden_states)
+        return Wav2Vec2Output(last_hidden_state=last, hidden_states=hidden_states,
+                              extract_features=extract_features, frame_mask=frame_mask)
+
+
+def _check_inputs(config: Wav2Vec2Config, input_values, attention_mask) -> None:
+    """Shape and dtype errors at trace time, i.e. before anything compiles."""
+    if input_values.ndim != 2:
+        raise ValueError(f"input_values must be (batch, samples) float audio at 16 kHz; "
+                         f"got shape {tuple(input_values.shape)}")
+    if not jnp.issubdtype(input_values.dtype, jnp.floating):
+        raise ValueError(f"input_values must be floating point audio; got dtype {input_values.dtype} "
+                         "(convert int16 PCM with x / 32768)")
+    if input_values.shape[1] < config.receptive_field:
+        raise ValueError(f"input_values has {input_values.shape[1]} samples; the feature encoder "
+                         f"needs at least {config.receptive_field} for one frame")
+    if attention_mask is not None and attention_mask.shape != input_values.shape:
+        raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} must equal "
+                         f"input_values shape {tuple(input_values.shape)}")
