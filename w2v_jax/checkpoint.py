@@ -1,0 +1,64 @@
+"""A model directory: our config as JSON beside an orbax checkpoint of the parameters.
+
+    DIR/config.json   Wav2Vec2Config.to_dict()
+    DIR/params/       orbax StandardCheckpointer (float32 parameters)
+
+The directory is assembled under a temporary name and renamed into place, so a
+reader never sees a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import jax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from w2v_jax.models import Wav2Vec2Config, Wav2Vec2Model
+
+CONFIG_FILE = "config.json"
+PARAMS_DIR = "params"
+
+
+def save_model(model: Wav2Vec2Model, directory: str) -> None:
+    directory = os.path.abspath(directory)
+    if os.path.exists(directory):
+        raise FileExistsError(f"{directory} exists; refusing to overwrite a model directory")
+    parent = os.path.dirname(directory)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-", dir=parent)
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            checkpointer.save(os.path.join(staging, PARAMS_DIR), nnx.state(model, nnx.Param))
+            checkpointer.wait_until_finished()
+        with open(os.path.join(staging, CONFIG_FILE), "w") as f:
+            json.dump(model.config.to_dict(), f, indent=2)
+        os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def load_config(directory: str, **overrides) -> Wav2Vec2Config:
+    path = os.path.join(directory, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{directory} is not a model directory: {CONFIG_FILE} is missing")
+    with open(path) as f:
+        return Wav2Vec2Config.from_dict({**json.load(f), **overrides})
+
+
+def load_model(directory: str, *, seed: int = 0, **config_overrides) -> Wav2Vec2Model:
+    """The model saved by `save_model`; overrides may change compute switches or dropout."""
+    config = load_config(directory, **config_overrides)
+    abstract = nnx.eval_shape(lambda: Wav2Vec2Model(config, rngs=nnx.Rngs(seed)))
+    graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+    with ocp.StandardCheckpointer() as checkpointer:
+        params = checkpointer.restore(os.path.join(os.path.abspath(directory), PARAMS_DIR), target)
+    model = nnx.merge(graphdef, params, rest)
+    model.rngs = nnx.Rngs(seed)
+    return model
