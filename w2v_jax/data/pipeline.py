@@ -1,0 +1,236 @@
+"""Length-bucketed, shardable, resumable numpy batches for training and extraction.
+
+Our own small pipeline rather than grain: the whole epoch plan (which examples go
+in which batch, padded to which length) is a pure function of (seed, epoch) and
+the per-example lengths, so every process computes the same plan, reads only its
+own share, and the iterator state is two integers.
+
+Batch keys (B = per-process batch size, S = padded samples, T = cfg.num_frames(S)):
+  input_values (B, S) float32, attention_mask (B, S) int32,
+  labels/<task> (B, T) int32 (-1 = ignore, also on padding),
+  index (B,) int32 record index in the split (-1 = padding), id (B,) str,
+  speaker (B,) str, example_mask (B,) bool (False on evaluation padding),
+  segments/{frame,<task>} (B, K) int32 and segments/{start,end} (B, K) float32,
+  segments/index (B, K) int32 (row within the utterance), all -1 padded;
+  K comes from a fixed set (powers of two, at least 8).
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from w2v_jax.data import labels as L
+from w2v_jax.data.errors import DataError
+from w2v_jax.data.sources import DatasetSplit, text
+
+MIN_SEGMENT_BUCKET = 8
+
+
+def bucket_lengths(lengths: Sequence[int], cfg, num_buckets: int = 8) -> tuple[int, ...]:
+    """At most `num_buckets` padded lengths: length quantiles rounded up to the frame stride."""
+    lengths = np.asarray(lengths)
+    stride = cfg.frame_stride
+    quantiles = np.quantile(lengths, np.arange(1, num_buckets + 1) / num_buckets, method="higher")
+    rounded = {int(math.ceil(max(q, cfg.receptive_field) / stride) * stride) for q in quantiles}
+    return tuple(sorted(rounded))
+
+
+def _segment_bucket(count: int) -> int:
+    return max(MIN_SEGMENT_BUCKET, 1 << max(int(count) - 1, 0).bit_length())
+
+
+class Batches:
+    """Iterator of numpy batch dicts over a DatasetSplit.
+
+    train=True: shuffled by (seed, epoch), repeats forever, the epoch's remainder
+    that does not fill a global batch is dropped. train=False: one pass in length
+    order, the last batch padded and flagged by example_mask.
+    Each of `process_count` processes takes its own slice of every global batch.
+    """
+
+    def __init__(self, data: DatasetSplit, cfg, *, batch_size: int, train: bool, seed: int = 0,
+                 tasks: Sequence[str] = L.TASKS, process_index: int = 0, process_count: int = 1,
+                 buckets: Sequence[int] | None = None, num_buckets: int = 8,
+                 sort_window: int = 16, normalize: bool = True, prefetch: int = 2):
+        if not 0 <= process_index < process_count:
+            raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+        unknown = set(tasks) - set(L.TASKS)
+        if unknown:
+            raise ValueError(f"unknown tasks {sorted(unknown)}; choose from {L.TASKS}")
+        self.data, self.cfg, self.tasks = data, cfg, tuple(tasks)
+        self.batch_size, self.train, self.seed = batch_size, train, seed
+        self.process_index, self.process_count = process_index, process_count
+        self.global_batch = batch_size * process_count
+        self.buckets = tuple(buckets) if buckets else bucket_lengths(data.lengths, cfg, num_buckets)
+        if any(b % cfg.frame_stride for b in self.buckets):
+            raise ValueError(f"bucket lengths {self.buckets} must be multiples of {cfg.frame_stride}")
+        if data.lengths.max(initial=0) > self.buckets[-1]:
+            raise ValueError(f"longest example ({data.lengths.max()} samples) exceeds the largest "
+                             f"bucket {self.buckets[-1]}")
+        if train and len(data) < self.global_batch:
+            raise ValueError(f"{len(data)} examples cannot fill one global batch of {self.global_batch}")
+        self.sort_window, self.normalize, self.prefetch = sort_window, normalize, prefetch
+        self._epoch, self._step = 0, 0
+        self._plans: dict[int, list[np.ndarray]] = {}
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1) if prefetch else None
+        self._pending: collections.deque = collections.deque()
+
+    # ------------------------------------------------------------- planning
+    def _plan(self, epoch: int) -> list[np.ndarray]:
+        """Global batches of the epoch: (global_batch,) record indices, -1 padding."""
+        if epoch not in self._plans:
+            self._plans = {e: p for e, p in self._plans.items() if e >= epoch - 1}
+            self._plans[epoch] = self._make_plan(epoch)
+        return self._plans[epoch]
+
+    def _make_plan(self, epoch: int) -> list[np.ndarray]:
+        n, g, lengths = len(self.data), self.global_batch, self.data.lengths
+        if not self.train:
+            order = np.argsort(lengths, kind="stable")
+            padded = np.full(math.ceil(n / g) * g, -1, np.int64)
+            padded[:n] = order
+            return list(padded.reshape(-1, g))
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(n)[: n // g * g]
+        window = g * self.sort_window  # sort by length inside windows: similar lengths batch together
+        chunks = [c[np.argsort(lengths[c], kind="stable")] for c in np.split(order, range(window, len(order), window))]
+        batches = np.concatenate(chunks).reshape(-1, g)
+        return list(batches[rng.permutation(len(batches))])
+
+    def __len__(self) -> int:
+        """Batches per epoch (the same on every process)."""
+        return len(self._plan(0))
+
+    # -------------------------------------------------------------- state
+    def get_state(self) -> dict[str, int]:
+        return {"epoch": self._epoch, "step": self._step, "seed": self.seed,
+                "process_count": self.process_count, "batch_size": self.batch_size}
+
+    def set_state(self, state: dict[str, int]) -> None:
+        for key in ("seed", "process_count", "batch_size"):
+            if state[key] != getattr(self, key):
+                raise ValueError(f"iterator state has {key}={state[key]}, this iterator {getattr(self, key)}")
+        self._cancel_pending()
+        self._epoch, self._step = int(state["epoch"]), int(state["step"])
+
+    # ------------------------------------------------------------ iteration
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        self._fill()
+        position, result = self._pending[0]
+        if position is None:  # evaluation pass finished; stays finished
+            raise StopIteration
+        self._pending.popleft()
+        batch = result.result() if isinstance(result, concurrent.futures.Future) else result
+        self._epoch, self._step = self._following(*position)
+        self._fill()  # start work on the next batches while the caller computes
+        return batch
+
+    def _following(self, epoch: int, step: int) -> tuple[int, int]:
+        if not self.train or step + 1 < len(self._plan(epoch)):
+            return epoch, step + 1
+        return epoch + 1, 0
+
+    def _fill(self) -> None:
+        """Queue (position, batch or future) up to `prefetch` batches ahead; None marks the end."""
+        if self._pending:
+            last = self._pending[-1][0]
+            if last is None:
+                return
+            position = self._following(*last)
+        else:
+            position = (self._epoch, self._step)
+        while len(self._pending) < max(1, self.prefetch):
+            epoch, step = position
+            if step >= len(self._plan(epoch)):
+                self._pending.append((None, None))
+                return
+            indices = self._plan(epoch)[step]  # planned here: plans are only touched on this thread
+            result = (self._pool.submit(self._batch, indices) if self._pool else self._batch(indices))
+            self._pending.append((position, result))
+            position = self._following(epoch, step)
+
+    def _cancel_pending(self) -> None:
+        for _, result in self._pending:
+            if isinstance(result, concurrent.futures.Future):
+                result.cancel()
+        self._pending.clear()
+
+    def close(self) -> None:
+        self._cancel_pending()
+        if self._pool:
+            self._pool.shutdown(wait=True)
+
+    # ------------------------------------------------------------- assembly
+    def _batch(self, global_indices: np.ndarray) -> dict[str, Any]:
+        """This process's slice of a global batch, padded to the global batch's buckets."""
+        real = global_indices[global_indices >= 0]
+        pad_to = next(b for b in self.buckets if b >= self.data.lengths[real].max())
+        k = _segment_bucket(self.data.num_segments[real].max())
+        local = global_indices[self.process_index * self.batch_size:][: self.batch_size]
+        return self._assemble(local, pad_to, k)
+
+    def _assemble(self, indices: np.ndarray, num_samples: int, k: int) -> dict[str, Any]:
+        b, t = len(indices), int(self.cfg.num_frames(num_samples))
+        out: dict[str, Any] = {
+            "input_values": np.zeros((b, num_samples), np.float32),
+            "attention_mask": np.zeros((b, num_samples), np.int32),
+            **{f"labels/{task}": np.full((b, t), L.IGNORE, np.int32) for task in self.tasks},
+            "index": indices.astype(np.int32), "example_mask": indices >= 0,
+            "id": np.full(b, "", object), "speaker": np.full(b, "", object),
+            "segments/index": np.full((b, k), -1, np.int32),
+            "segments/frame": np.full((b, k), -1, np.int32),
+            "segments/start": np.full((b, k), -1, np.float32),
+            "segments/end": np.full((b, k), -1, np.float32),
+            **{f"segments/{task}": np.full((b, k), L.IGNORE, np.int32) for task in self.tasks},
+        }
+        for row, index in enumerate(indices):
+            if index >= 0:
+                self._fill_row(out, row, int(index))
+        return out
+
+    def _fill_row(self, out: dict[str, Any], row: int, index: int) -> None:
+        example = self.data.source[index]
+        audio = np.asarray(example["audio"])
+        n = len(audio)
+        if n != self.data.lengths[index]:
+            raise DataError(f"{self.data.split}[{index}] ({text(example['id'])}): {n} samples but the "
+                            f"dataset index says {self.data.lengths[index]}; the dataset is inconsistent")
+        values = audio.astype(np.float32) / 32768.0
+        if self.normalize:  # as HF's Wav2Vec2FeatureExtractor(do_normalize=True), real samples only
+            values = (values - values.mean()) / np.sqrt(values.var() + 1e-7)
+        out["input_values"][row, :n] = values
+        out["attention_mask"][row, :n] = 1
+        out["id"][row], out["speaker"][row] = text(example["id"]), text(example["speaker"])
+        for task in self.tasks:
+            frames = np.asarray(example["frames"][task])
+            out[f"labels/{task}"][row, : len(frames)] = frames
+        segments = example["segments"]
+        m = len(segments["frame"])
+        out["segments/index"][row, :m] = np.arange(m)
+        for column in ("frame", "start", "end", *self.tasks):
+            out[f"segments/{column}"][row, :m] = segments[column]
+
+
+def segment_rows(batch: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The batch's real segments as flat table rows (utterance, segment, batch position...).
+
+    `batch_row` and `frame` say where to gather each row's embedding; (utterance,
+    segment) name the row of the split's segment table (sources.segment_table).
+    """
+    valid = (batch["segments/frame"] >= 0) & batch["example_mask"][:, None]
+    rows, cols = np.nonzero(valid)
+    out = {"batch_row": rows.astype(np.int32), "utterance": batch["id"][rows].astype(str),
+           "speaker": batch["speaker"][rows].astype(str), "example": batch["index"][rows]}
+    for key, values in batch.items():
+        if key.startswith("segments/"):
+            out[key.split("/", 1)[1]] = values[rows, cols]
+    out["segment"] = out.pop("index")
+    return out
