@@ -51,6 +51,17 @@ def load_config(directory: str, **overrides) -> Wav2Vec2Config:
         return Wav2Vec2Config.from_dict({**json.load(f), **overrides})
 
 
+def load_backbone(init: str, *, seed: int = 0, **config_overrides) -> Wav2Vec2Model:
+    """A backbone named by `init`: "random:PRESET", "hf:HF_DIR", or one of our model dirs."""
+    if init.startswith("random:"):
+        config = Wav2Vec2Config.preset(init.split(":", 1)[1], **config_overrides)
+        return Wav2Vec2Model(config, rngs=nnx.Rngs(seed))
+    if init.startswith("hf:"):
+        from w2v_jax.hf import load_pretrained
+        return load_pretrained(init.split(":", 1)[1], seed=seed, **config_overrides)
+    return load_model(init, seed=seed, **config_overrides)
+
+
 def load_model(directory: str, *, seed: int = 0, **config_overrides) -> Wav2Vec2Model:
     """The model saved by `save_model`; overrides may change compute switches or dropout."""
     config = load_config(directory, **config_overrides)

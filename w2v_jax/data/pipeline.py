@@ -106,6 +106,11 @@ class Batches:
         """Batches per epoch (the same on every process)."""
         return len(self._plan(0))
 
+    def local_plan(self, epoch: int = 0) -> list[np.ndarray]:
+        """This process's record indices of every batch of the epoch (-1 = padding)."""
+        start = self.process_index * self.batch_size
+        return [b[start: start + self.batch_size] for b in self._plan(epoch)]
+
     # -------------------------------------------------------------- state
     def get_state(self) -> dict[str, int]:
         return {"epoch": self._epoch, "step": self._step, "seed": self.seed,

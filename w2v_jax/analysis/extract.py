@@ -1,0 +1,197 @@
+"""Jitted extraction of every hidden state at the central frame of every segment.
+
+One pass over a split in the bucketed pipeline's evaluation order; the forward and
+the gather of central frames run on the devices (batch sharded over the mesh); each
+process writes its own rows into memory-mapped .npy files (see store.py). Progress is
+recorded every few batches, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from flax import nnx
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec as P
+from tqdm import tqdm
+
+from w2v_jax import sharding
+from w2v_jax.analysis import store as store_lib
+from w2v_jax.data import labels as L
+from w2v_jax.data.pipeline import Batches, segment_rows
+from w2v_jax.data.sources import DatasetSplit
+from w2v_jax.models import Wav2Vec2Model
+
+PROGRESS_FILE = "progress.json"
+_DTYPES = ("float32", "bfloat16")
+_LAYERS_SPEC = P(None, sharding.BATCH_AXES)  # (layers, batch, segments, dim)
+
+
+def _fingerprint(model: Wav2Vec2Model, data: DatasetSplit, dtype: str, batch_size: int) -> str:
+    """Identifies what a store holds: the model (config and weights), the split, the format."""
+    params = jax.tree.leaves(nnx.state(model, nnx.Param))
+    checksum = [float(jnp.sum(p.astype(jnp.float32) ** 2)) for p in params]
+    spec = {"config": model.config.to_dict(), "weights": [f"{c:.6e}" for c in checksum],
+            "split": data.split, "examples": len(data), "segments": int(data.num_segments.sum()),
+            "dtype": dtype, "batch_size": batch_size, "inventories": L.inventories()}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _write_json(path: str, value) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+@functools.lru_cache(maxsize=8)
+def _gather_fn(graphdef, dtype: str, mesh):
+    """Jitted forward + central-frame gather; cached so several stores of one architecture
+    (the experiment's models) compile once per shape."""
+    out_dtype = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
+    batch = sharding.batch_sharding(mesh)
+
+    def gather(params, rest, audio, mask, frames):
+        out = nnx.merge(graphdef, params, rest)(audio, mask)
+        index = jnp.clip(frames, 0)[:, :, None]  # -1 padding gathers frame 0; dropped on the host
+        pick = lambda h: jnp.take_along_axis(h, index, axis=1).astype(out_dtype)
+        return jnp.stack([pick(h) for h in out.hidden_states]), pick(out.extract_features)
+
+    return jax.jit(gather, out_shardings=(NamedSharding(mesh, _LAYERS_SPEC), batch))
+
+
+def _local(array: jax.Array, mesh, spec) -> np.ndarray:
+    if jax.process_count() == 1:
+        return np.asarray(array)
+    return np.asarray(multihost_utils.global_array_to_host_local_array(array, mesh, spec))
+
+
+def extract(model: Wav2Vec2Model, data: DatasetSplit, out: str, *, batch_size: int = 8,
+            dtype: str = "float32", mesh=None, description: str = "",
+            checkpoint_every: int = 20) -> store_lib.Store:
+    """Write (or resume, or reuse) the embedding store of `data` under `out`.
+
+    A finished store of the same model, split and format is returned as is; one of
+    anything else is an error (remove it or choose another `out`).
+    """
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype={dtype!r}: must be one of {_DTYPES}")
+    out = os.path.abspath(out)
+    fingerprint = _fingerprint(model, data, dtype, batch_size)
+    if os.path.exists(out):
+        existing = store_lib.Store(out)
+        if existing.info.get("fingerprint") != fingerprint:
+            raise FileExistsError(f"{out} holds embeddings of another model, split or format "
+                                  f"({existing.info.get('description')}); remove it or choose another --out")
+        logging.info("%s is complete; nothing to extract", out)
+        return existing
+
+    mesh = mesh or sharding.make_mesh()
+    pid = jax.process_index()
+    staging = out + ".partial"
+    part = os.path.join(staging, f"part-{pid:03d}")
+    os.makedirs(part, exist_ok=True)
+    progress_path = os.path.join(part, PROGRESS_FILE)
+    progress = {"fingerprint": fingerprint, "batches": 0}
+    if os.path.exists(progress_path):
+        with open(progress_path) as f:
+            previous = json.load(f)
+        if previous["fingerprint"] != fingerprint:
+            raise FileExistsError(f"{staging} is an unfinished extraction of another model, split "
+                                  "or format; remove it to start afresh")
+        progress = previous
+        logging.info("resuming %s after %d batches", out, progress["batches"])
+
+    batches = Batches(data, model.config, batch_size=batch_size, train=False,
+                      process_index=pid, process_count=jax.process_count())
+    if batches.global_batch % mesh.size:
+        raise ValueError(f"global batch {batches.global_batch} must be a multiple of the "
+                         f"{mesh.size} devices")
+    plan = batches.local_plan()
+    num_rows = int(sum(data.num_segments[b[b >= 0]].sum() for b in plan))
+    cfg = model.config
+    num_layers = cfg.num_hidden_layers + 1
+    storage = store_lib.storage_dtype(dtype)
+    mode = "r+" if progress["batches"] else "w+"
+    files = {layer: np.lib.format.open_memmap(os.path.join(part, store_lib.layer_file(layer)), mode,
+                                              storage, (num_rows, cfg.hidden_size))
+             for layer in range(num_layers)}
+    files[store_lib.CNN] = np.lib.format.open_memmap(
+        os.path.join(part, store_lib.layer_file(store_lib.CNN)), mode, storage,
+        (num_rows, cfg.conv_dim[-1]))
+
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    params = jax.device_put(params, sharding.state_shardings(params, mesh))
+    batch_sharding = sharding.batch_sharding(mesh)
+    gather = _gather_fn(graphdef, dtype, mesh)
+    to_global = lambda x: jax.make_array_from_process_local_data(batch_sharding, x)
+
+    tables, row = [], 0
+    for step, batch in enumerate(tqdm(batches, total=len(plan), desc=f"extract {data.split}",
+                                      disable=pid != 0)):
+        rows = segment_rows(batch)
+        tables.append(rows)
+        n = len(rows["frame"])
+        if step >= progress["batches"]:
+            hidden, cnn = gather(params, rest, to_global(batch["input_values"]),
+                                 to_global(batch["attention_mask"]),
+                                 to_global(batch["segments/frame"]))
+            hidden, cnn = _local(hidden, mesh, _LAYERS_SPEC), _local(cnn, mesh, P(sharding.BATCH_AXES))
+            # The same row-major order as segment_rows, which np.nonzero of this mask gives.
+            cols = np.nonzero((batch["segments/frame"] >= 0) & batch["example_mask"][:, None])
+            for layer in range(num_layers):
+                files[layer][row: row + n] = hidden[layer][cols].view(storage)
+            files[store_lib.CNN][row: row + n] = cnn[cols].view(storage)
+            if (step + 1) % checkpoint_every == 0:
+                for f in files.values():
+                    f.flush()
+                _write_json(progress_path, {"fingerprint": fingerprint, "batches": step + 1})
+        row += n
+    batches.close()
+    for f in files.values():
+        f.flush()
+    del files
+    table = _segment_table(tables, cfg)
+    store_lib.write_table(os.path.join(part, store_lib.SEGMENTS_FILE), table)
+    _write_json(progress_path, {"fingerprint": fingerprint, "batches": len(plan), "done": True})
+
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"extract {out}")
+    if pid == 0:
+        _finish(staging, out, {
+            "fingerprint": fingerprint, "description": description, "split": data.split,
+            "num_layers": num_layers, "hidden_size": cfg.hidden_size, "cnn_dim": cfg.conv_dim[-1],
+            "dtype": dtype, "config": cfg.to_dict(), "inventories": L.inventories(),
+            "processes": jax.process_count()})
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"extract {out} finished")
+    return store_lib.Store(out)
+
+
+def _segment_table(tables: Sequence[dict], cfg) -> dict[str, np.ndarray]:
+    merged = {k: np.concatenate([t[k] for t in tables]) for k in tables[0] if k != "batch_row"}
+    merged["time"] = np.round(cfg.frame_center_seconds(merged["frame"]), 5)
+    for column in ("start", "end"):  # float32 in the dataset: drop the noise digits
+        merged[column] = np.round(merged[column].astype(np.float64), 5)
+    for task in L.TASKS:
+        if task in merged:
+            names = np.asarray(("",) + L.INVENTORIES[task])  # index -1 (no label) -> ""
+            merged[f"{task}_label"] = names[merged[task] + 1]
+    return merged
+
+
+def _finish(staging: str, out: str, info: dict) -> None:
+    parts = sorted(p for p in os.listdir(staging) if p.startswith("part-"))
+    tables = [store_lib.read_table(os.path.join(staging, p, store_lib.SEGMENTS_FILE)) for p in parts]
+    table = {k: np.concatenate([t[k] for t in tables]) for k in tables[0]}
+    store_lib.write_table(os.path.join(staging, store_lib.SEGMENTS_FILE), table)
+    _write_json(os.path.join(staging, store_lib.STORE_FILE), {**info, "count": len(table["frame"])})
+    os.replace(staging, out)
+    logging.info("wrote %d segments x %d layers to %s", len(table["frame"]), info["num_layers"], out)

@@ -1,0 +1,98 @@
+"""The embedding store: per layer an (N, D) .npy (memory-mapped), plus a segment table.
+
+    OUT/store.json         what was extracted (model, split, layers, dtype, fingerprint)
+    OUT/segments.csv       one row per segment: utterance, speaker, sex, tone, final, ...
+    OUT/part-PPP/layer_LL.npy   rows of process PPP, layer LL (0 = encoder input, as
+                                hidden_states[0]); cnn.npy = extract_features
+    OUT/part-PPP/segments.csv
+
+Why .npy: the analysis wants whole (N, D) matrices per layer; np.load(mmap_mode="r")
+gives them without a reader library or a copy, and one file per layer lets a user
+load only the layers they want. bfloat16 is stored as its uint16 bit pattern
+(`dtype` in store.json says how to view it), since .npy has no bfloat16.
+
+Extraction writes into OUT.partial and renames it to OUT once every process is done,
+so a store that exists is complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+
+import ml_dtypes
+import numpy as np
+
+from w2v_jax.data.labels import TASKS
+
+STORE_FILE = "store.json"
+SEGMENTS_FILE = "segments.csv"
+CNN = "cnn"
+INT_COLUMNS = frozenset({"example", "segment", "frame", *TASKS})
+FLOAT_COLUMNS = frozenset({"start", "end", "time"})
+
+
+def layer_file(layer: int | str) -> str:
+    return f"{layer if isinstance(layer, str) else f'layer_{layer:02d}'}.npy"
+
+
+def storage_dtype(dtype: str) -> np.dtype:
+    return np.dtype(np.uint16 if dtype == "bfloat16" else dtype)
+
+
+def write_table(path: str, table: dict[str, np.ndarray]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(list(table))
+        writer.writerows(zip(*(np.asarray(v).tolist() for v in table.values())))
+
+
+def read_table(path: str) -> dict[str, np.ndarray]:
+    """The CSV back with its types: label indices and frames int, times float, the rest text."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    header, body = rows[0], rows[1:]
+    table = {}
+    for i, name in enumerate(header):
+        column = [r[i] for r in body]
+        kind = int if name in INT_COLUMNS else float if name in FLOAT_COLUMNS else str
+        table[name] = np.asarray([kind(v) for v in column], dtype=kind if kind is not str else None)
+    return table
+
+
+class Store:
+    """A finished store. `layer(i)` is (N, D) float32; `table` holds the segment columns."""
+
+    def __init__(self, directory: str):
+        path = os.path.join(directory, STORE_FILE)
+        if not os.path.exists(path):
+            partial = os.path.exists(directory + ".partial")
+            raise FileNotFoundError(
+                f"{directory}: no {STORE_FILE}; " + ("an unfinished extraction is in "
+                                                     f"{directory}.partial (rerun extract to resume)"
+                                                     if partial else "not an embedding store"))
+        with open(path) as f:
+            self.info = json.load(f)
+        self.directory = directory
+        self.parts = sorted(glob.glob(os.path.join(directory, "part-*")))
+        self.table = read_table(os.path.join(directory, SEGMENTS_FILE))
+        self.num_layers = int(self.info["num_layers"])  # hidden states: num_hidden_layers + 1
+
+    def __len__(self) -> int:
+        return len(self.table["utterance"])
+
+    def layer(self, layer: int | str, rows: np.ndarray | None = None) -> np.ndarray:
+        """One layer's embeddings as float32, (N, D), optionally only `rows`."""
+        parts = [np.load(os.path.join(p, layer_file(layer)), mmap_mode="r") for p in self.parts]
+        data = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        if rows is not None:
+            data = data[rows]
+        if self.info["dtype"] == "bfloat16":
+            return np.asarray(data).view(ml_dtypes.bfloat16).astype(np.float32)
+        return np.asarray(data, np.float32)
+
+    def layers(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Every hidden state, (num_layers, N, D) float32."""
+        return np.stack([self.layer(i, rows) for i in range(self.num_layers)])
