@@ -1,0 +1,84 @@
+"""The analysis report on a hand-made store whose layers carry a known, rising label signal."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from w2v_jax.analysis import store as store_lib
+from w2v_jax.analysis.report import label_rows, score_store, write_report
+from w2v_jax.data import labels as L
+
+NUM_LAYERS, DIM, SPEAKERS, PER_SPEAKER = 4, 8, 6, 60
+
+
+def make_store(directory, seed=0):
+    """Layer l = tone one-hot * 3l + unit noise: layer 0 knows nothing, higher layers more.
+    Initials (tone -1) are rows too, so label_rows must drop them."""
+    rng = np.random.default_rng(seed)
+    n = SPEAKERS * PER_SPEAKER
+    speaker = np.repeat([f"S{i:04d}" for i in range(SPEAKERS)], PER_SPEAKER)
+    sex = np.repeat(np.arange(SPEAKERS) % 2, PER_SPEAKER)
+    tone = rng.integers(0, 5, n)
+    tone[::4] = -1  # initials carry no tone
+    table = {"utterance": np.asarray([f"U{i // 10:04d}" for i in range(n)]), "speaker": speaker,
+             "segment": np.arange(n) % 10, "frame": np.arange(n) % 50, "tone": tone,
+             "final": np.where(tone >= 0, tone + 1, -1), "sex": sex}
+    part = os.path.join(directory, "part-000")
+    os.makedirs(part)
+    signal = np.zeros((n, DIM))
+    signal[tone >= 0, tone[tone >= 0]] = 1.0
+    for layer in range(NUM_LAYERS):
+        np.save(os.path.join(part, store_lib.layer_file(layer)),
+                (3 * layer * signal + rng.normal(size=(n, DIM))).astype(np.float32))
+    store_lib.write_table(os.path.join(directory, store_lib.SEGMENTS_FILE), table)
+    with open(os.path.join(directory, store_lib.STORE_FILE), "w") as f:
+        json.dump({"num_layers": NUM_LAYERS, "hidden_size": DIM, "dtype": "float32"}, f)
+    return store_lib.Store(directory)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return make_store(str(tmp_path_factory.mktemp("store") / "rising"))
+
+
+def test_label_rows_keep_labelled_segments_and_renumber_present_classes(store):
+    rows, classes = label_rows(store, "final")
+    assert (store.table["final"][rows] >= 0).all() and len(rows) == (store.table["final"] >= 0).sum()
+    np.testing.assert_array_equal(classes, store.table["final"][rows] - 1)  # finals 1..5 -> 0..4
+
+
+def test_scores_follow_the_planted_signal(store):
+    scores = score_store(store, label_sets=("tone", "sex"), metrics=("svcca", "cka"))
+    tone = scores["tone"]
+    assert tone["svcca"][0] < 0.3 and tone["svcca"][-1] > 0.95  # noise at layer 0, signal on top
+    assert np.all(np.diff(tone["svcca"]) > 0) and np.all(np.diff(tone["cka"]) > 0)
+    assert tone["probe_accuracy"][0] < 0.45 and tone["probe_accuracy"][-1] > 0.9  # chance is 0.2
+    assert tone["samples"][0] == (store.table["tone"] >= 0).sum()
+    # Sex is in no layer: one canonical correlation, the R of regressing sex on DIM noise
+    # features; under the null N R^2 ~ chi2(DIM), so 4 standard deviations bound it.
+    assert scores["sex"]["svcca"].max() < np.sqrt((DIM + 4 * np.sqrt(2 * DIM)) / len(store))
+
+
+def test_report_files(store, tmp_path):
+    scores = {"rising": score_store(store, label_sets=("tone",))}
+    path = write_report(scores, {"rising": store}, str(tmp_path), umap=False)
+    text = open(path).read()
+    assert "![SVCCA per layer](svcca_layers.png)" in text and "| rising | tone |" in text
+    for name in ("svcca_layers.png", "svcca_layers.svg", "scores.csv", "scores.json",
+                 "pca_rising_layer00_tone.png", "pca_rising_layer03_sex.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    rows = (tmp_path / "scores.csv").read_text().splitlines()
+    assert rows[0] == "model,label_set,score,layer,value" and len(rows) > NUM_LAYERS
+
+
+def test_analyze_cli(store, tmp_path):
+    subprocess.run([sys.executable, "-m", "launch.analyze", f"--embeddings={store.directory}",
+                    f"--out={tmp_path}", "--noumap", "--noprobes", "--label_sets=tone"],
+                   check=True, capture_output=True)
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert set(scores["rising"]["tone"]) >= {"svcca", "samples", "classes"}
+    assert set(L.INVENTORIES) >= set(scores["rising"])
