@@ -1,7 +1,7 @@
 r"""Every hidden state at the central frame of every segment of a split, into an embedding store.
 
   python -m launch.extract --data_dir=/data/tfds --split=test --hf_dir=wav2vec2-large-xlsr-53 --out=emb/pretrained
-  python -m launch.extract --corpus_dir=/tmp/synthetic --checkpoint=runs/tone/model --out=emb/tone
+  python -m launch.extract --corpus_dir=/tmp/synthetic --checkpoint=runs/tone/backbone --out=emb/tone
   python -m launch.extract --corpus_dir=/tmp/synthetic --init=random --out=emb/random
 
 A finished store of the same model and split is reused; an interrupted one resumes.
@@ -16,7 +16,7 @@ flags.DEFINE_string("split", "test", "Split to extract.")
 flags.DEFINE_string("out", None, "Store directory to write.", required=True)
 flags.DEFINE_string("checkpoint", None, "Our model directory (launch.convert, launch.train).")
 flags.DEFINE_string("hf_dir", None, "A Hugging Face checkpoint directory.")
-flags.DEFINE_string("init", None, "'random' (with --preset) instead of a checkpoint.")
+flags.DEFINE_enum("init", None, ["random"], "A random model of --preset instead of a checkpoint.")
 flags.DEFINE_string("preset", "tiny", "Preset of a random model.")
 flags.DEFINE_integer("batch_size", 8, "Utterances per batch on this process.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Stored embedding dtype.")
@@ -30,14 +30,13 @@ def main(argv):
     from w2v_jax.checkpoint import load_backbone
     from w2v_jax.data import corpus_split, open_prepared
 
-    sources = [s for s in (FLAGS.checkpoint and FLAGS.checkpoint,
-                           FLAGS.hf_dir and f"hf:{FLAGS.hf_dir}",
-                           FLAGS.init and f"{FLAGS.init}:{FLAGS.preset}") if s]
+    sources = [s for s in (FLAGS.checkpoint and f"model:{FLAGS.checkpoint}",
+                           FLAGS.hf_dir and f"hf:{FLAGS.hf_dir}", FLAGS.init) if s]
     if len(sources) != 1:
         raise app.UsageError("give exactly one of --checkpoint, --hf_dir, --init=random")
     if bool(FLAGS.data_dir) == bool(FLAGS.corpus_dir):
         raise app.UsageError("give exactly one of --data_dir, --corpus_dir")
-    model = load_backbone(sources[0], dtype=FLAGS.compute_dtype)
+    model = load_backbone(sources[0], preset=FLAGS.preset, dtype=FLAGS.compute_dtype)
     if FLAGS.data_dir:
         data = open_prepared(FLAGS.data_dir, FLAGS.split, model.config)
     else:

@@ -51,15 +51,18 @@ def load_config(directory: str, **overrides) -> Wav2Vec2Config:
         return Wav2Vec2Config.from_dict({**json.load(f), **overrides})
 
 
-def load_backbone(init: str, *, seed: int = 0, **config_overrides) -> Wav2Vec2Model:
-    """A backbone named by `init`: "random:PRESET", "hf:HF_DIR", or one of our model dirs."""
-    if init.startswith("random:"):
-        config = Wav2Vec2Config.preset(init.split(":", 1)[1], **config_overrides)
-        return Wav2Vec2Model(config, rngs=nnx.Rngs(seed))
-    if init.startswith("hf:"):
+def load_backbone(init: str, *, preset: str = "tiny", seed: int = 0,
+                  **config_overrides) -> Wav2Vec2Model:
+    """A backbone as `init` names it: "random" (the preset), "hf:HF_DIR" or "model:OUR_DIR"."""
+    if init == "random":
+        return Wav2Vec2Model(Wav2Vec2Config.preset(preset, **config_overrides), rngs=nnx.Rngs(seed))
+    kind, _, directory = init.partition(":")
+    if kind == "hf" and directory:
         from w2v_jax.hf import load_pretrained
-        return load_pretrained(init.split(":", 1)[1], seed=seed, **config_overrides)
-    return load_model(init, seed=seed, **config_overrides)
+        return load_pretrained(directory, seed=seed, **config_overrides)
+    if kind == "model" and directory:
+        return load_model(directory, seed=seed, **config_overrides)
+    raise ValueError(f"init={init!r}: expected 'random', 'hf:HF_DIR' or 'model:MODEL_DIR'")
 
 
 def load_model(directory: str, *, seed: int = 0, **config_overrides) -> Wav2Vec2Model:

@@ -1,0 +1,39 @@
+r"""The paper's runs: wav2vec 2.0 Large fine-tuned frame-wise on AISHELL-1.
+
+  python -m launch.train --config=configs/aishell_large.py:tone+sex --workdir=runs/tone_sex \
+      --config.init=hf:PATH/TO/wav2vec2-large --config.data.dir=PATH/TO/prepared_aishell1
+
+ARG: tone | final | sex | tone+sex | final+sex (any tasks joined by '+').
+Schedule as in the paper: 10,000 heads-only steps, then all but the CNN to 100,000.
+"""
+
+import ml_collections
+
+from configs.common import task_weights
+from w2v_jax.train.config import default_config
+
+
+def get_config(arg: str = "tone") -> ml_collections.ConfigDict:
+    c = default_config()
+    c.init = "hf:models/wav2vec2-large"  # a transformers checkpoint dir (override)
+    c.model.layerdrop = 0.1
+    c.model.mask_time_prob = 0.05
+    c.model.dtype = "float32"  # "bfloat16" on GPU/TPU
+    c.model.remat = False
+    c.model.scan_layers = True
+    c.data.source = "prepared"  # python -m launch.prepare_data
+    c.data.dir = "data/aishell1"
+    c.data.batch_size = 32
+    c.data.eval_batch_size = 32
+    c.tasks = task_weights(arg)
+    c.optimizer.name = "adam"
+    c.optimizer.learning_rate = 5e-5
+    c.optimizer.clip_norm = 0.0
+    c.total_steps = 100_000
+    c.freeze_steps = 10_000
+    c.freeze_feature_encoder = True
+    c.best_metric = "accuracy"
+    c.log_every = 100
+    c.eval_every = 2_000
+    c.checkpoint_every = 2_000
+    return c

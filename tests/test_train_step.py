@@ -1,0 +1,181 @@
+"""The jitted train step: what each phase changes, skipped non-finite updates, accumulation, sharding.
+
+A 2-layer tiny model on half-second random audio keeps compiling cheap; the
+programs are shared through module fixtures.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from w2v_jax import sharding
+from w2v_jax.models import Wav2Vec2Config, Wav2Vec2Model
+from w2v_jax.train import default_config
+from w2v_jax.train import step as S
+from w2v_jax.train.heads import FrameClassifier
+
+SAMPLES, BATCH = 8000, 8
+
+
+def _config(tasks=("tone",), **changes):
+    c = default_config()
+    c.data.dir = "unused"
+    c.tasks = {t: 1.0 for t in tasks}
+    c.total_steps, c.freeze_steps = 10, 1
+    c.optimizer.learning_rate = 1e-2
+    # A first Adam step is g / (|g| + eps): with a large eps it stays proportional to tiny
+    # gradients, so rounding noise (which differs between meshes) is not blown up to +-lr.
+    c.optimizer.eps = 1e-3
+    c.optimizer.warmup_ratio, c.optimizer.hold_ratio, c.optimizer.decay_ratio = 0.0, 1.0, 0.0
+    for key, value in changes.items():
+        setattr(c, key, value)
+    return c
+
+
+def _model(tasks):
+    """No dropout, LayerDrop or masking: results comparable across meshes (the run tests cover RNG)."""
+    cfg = Wav2Vec2Config.preset("tiny", num_hidden_layers=2, layerdrop=0.0, hidden_dropout=0.0,
+                                attention_dropout=0.0, mask_time_prob=0.0)
+    return FrameClassifier(Wav2Vec2Model(cfg, rngs=nnx.Rngs(0)), tasks, rngs=nnx.Rngs(1))
+
+
+def _batch(tasks, accum=1, seed=0):
+    rng = np.random.default_rng(seed)
+    frames = Wav2Vec2Config.preset("tiny").num_frames(SAMPLES)
+    lengths = rng.integers(SAMPLES // 2, SAMPLES + 1, (accum, BATCH))
+    mask = (np.arange(SAMPLES) < lengths[..., None]).astype(np.int32)
+    batch = {"input_values": (rng.normal(size=(accum, BATCH, SAMPLES)) * mask).astype(np.float32),
+             "attention_mask": mask}
+    for task in tasks:
+        classes = {"tone": 5, "sex": 2}[task]
+        labels = rng.integers(-1, classes, (accum, BATCH, frames)).astype(np.int32)
+        labels[np.arange(frames) >= Wav2Vec2Config.preset("tiny").num_frames(lengths)[..., None]] = -1
+        batch[f"labels/{task}"] = labels
+    return batch
+
+
+def _run(config, model, groups, batches, mesh):
+    """State after the phase's steps on `batches` (phase 2 state built as the loop builds it)."""
+    graphdef, params, rng = S.split_model(model)
+    state = S.initial_state(params, rng, config)
+    if "backbone" in groups:
+        state = S.with_backbone_opt(state, config)
+    shardings = S.state_shardings(state, mesh)
+    state = jax.device_put(state, shardings)
+    step = S.jit_train_step(graphdef, config, groups, mesh, shardings)
+    metrics = []
+    for batch in batches:
+        state, m = step(state, jax.device_put(batch, S.batch_shardings(mesh)))
+        metrics.append(jax.device_get(m))
+    return jax.device_get(state), metrics, step
+
+
+def _flat(params):
+    return {"/".join(map(str, k)): np.asarray(v.get_value() if hasattr(v, "get_value") else v)
+            for k, v in nnx.to_flat_state(params)}
+
+
+@pytest.fixture(scope="module")
+def one_device():
+    return sharding.make_mesh(devices=jax.devices()[:1])
+
+
+@pytest.fixture(scope="module")
+def before():
+    return _flat(S.split_model(_model(("tone", "sex")))[1])
+
+
+@pytest.fixture(scope="module")
+def phase1(one_device):
+    config = _config(("tone", "sex"))
+    return _run(config, _model(("tone", "sex")), ("heads",), [_batch(("tone", "sex"))], one_device)
+
+
+@pytest.fixture(scope="module")
+def phase2(one_device):
+    config = _config(("tone", "sex"))
+    return _run(config, _model(("tone", "sex")), ("heads", "backbone"),
+                [_batch(("tone", "sex"))], one_device)
+
+
+def test_phase1_moves_only_the_heads(phase1, before):
+    state, metrics, _ = phase1
+    after = _flat(state["params"])
+    assert metrics[0]["finite"]
+    for path, value in before.items():
+        if path.startswith("heads/"):
+            assert not np.array_equal(after[path], value), path  # multi-task: both heads learn
+        else:
+            np.testing.assert_array_equal(after[path], value, err_msg=path)
+    assert any(p.startswith("heads/sex") for p in before) and any(p.startswith("heads/tone") for p in before)
+    # The backbone holds no optimizer state in phase 1.
+    assert set(state["opt"]) == {"heads"}
+    moments = [p for p, _ in jax.tree_util.tree_flatten_with_path(state["opt"])[0]]
+    assert moments and all("wav2vec2" not in jax.tree_util.keystr(p) for p in moments)
+
+
+def test_phase2_moves_the_backbone_but_not_the_cnn(phase2, before):
+    state, metrics, _ = phase2
+    after = _flat(state["params"])
+    assert metrics[0]["finite"]
+    changed = {p for p in before if not np.array_equal(after[p], before[p])}
+    cnn = {p for p in before if p.startswith("wav2vec2/feature_extractor/")}
+    assert cnn and not cnn & changed
+    assert {p for p in before if p.startswith("wav2vec2/encoder/layers/")} <= changed
+    assert "wav2vec2/feature_projection/projection/kernel" in changed
+    assert set(state["opt"]) == {"heads", "backbone"}
+    backbone_moments = jax.tree_util.tree_leaves(state["opt"]["backbone"])
+    assert len(backbone_moments) == 1 + 2 * (len(before) - len(cnn) - 4)  # count, mu, nu; 4 = heads' leaves
+
+
+def test_the_feature_encoder_is_trainable_unless_frozen(before):
+    params = S.split_model(_model(("tone",)))[1]
+    frozen, _ = S._group_params(params, ("backbone",), True)
+    free, _ = S._group_params(params, ("backbone",), False)
+    cnn = lambda state: [p for p, _ in nnx.to_flat_state(state) if "feature_extractor" in p]
+    assert not cnn(frozen["backbone"])
+    assert len(cnn(free["backbone"])) == sum("feature_extractor" in p for p in before)
+
+
+def test_a_nonfinite_loss_skips_the_update(phase1, before, one_device):
+    _, _, step = phase1
+    graphdef, params, rng = S.split_model(_model(("tone", "sex")))
+    state = jax.device_put(S.initial_state(params, rng, _config(("tone", "sex"))),
+                           S.state_shardings(S.initial_state(params, rng, _config(("tone", "sex"))),
+                                             one_device))
+    batch = _batch(("tone", "sex"))
+    batch["input_values"][0, 0, 100] = np.nan
+    state, metrics = step(state, batch)
+    assert not bool(metrics["finite"])
+    after = _flat(jax.device_get(state["params"]))
+    for path, value in before.items():
+        np.testing.assert_array_equal(after[path], value, err_msg=path)
+    assert int(state["step"]) == 1
+    assert int(state["opt"]["heads"].count) == 0  # the skipped step left Adam untouched
+
+
+def test_accumulating_two_copies_equals_one_batch(phase2, one_device):
+    """grad_accum=2 over two copies of the batch is the one-batch update (gradients are averaged)."""
+    single, single_metrics, _ = phase2
+    batch = _batch(("tone", "sex"))
+    double = {k: np.concatenate([v, v]) for k, v in batch.items()}
+    state, metrics, _ = _run(_config(("tone", "sex")), _model(("tone", "sex")), ("heads", "backbone"),
+                             [double], one_device)
+    np.testing.assert_allclose(metrics[0]["loss"], single_metrics[0]["loss"], rtol=1e-6)
+    np.testing.assert_allclose(metrics[0]["grad_norm"], single_metrics[0]["grad_norm"], rtol=1e-5)
+    for path, value in _flat(single["params"]).items():
+        np.testing.assert_allclose(_flat(state["params"])[path], value, rtol=1e-5, atol=1e-7, err_msg=path)
+
+
+def test_eight_devices_match_one(phase2):
+    """data=4 x fsdp=2 over 8 simulated devices: the same loss and parameters as one device."""
+    assert jax.device_count() == 8
+    one, m1, _ = phase2
+    eight, m8, _ = _run(_config(("tone", "sex")), _model(("tone", "sex")), ("heads", "backbone"),
+                        [_batch(("tone", "sex"))], sharding.make_mesh(data=4, fsdp=2))
+    np.testing.assert_allclose(m8[0]["loss"], m1[0]["loss"], rtol=1e-5)
+    np.testing.assert_allclose(m8[0]["grad_norm"], m1[0]["grad_norm"], rtol=1e-5)
+    for path, value in _flat(one["params"]).items():
+        np.testing.assert_allclose(_flat(eight["params"])[path], value, rtol=1e-4, atol=1e-6, err_msg=path)
