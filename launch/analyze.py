@@ -24,6 +24,9 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
+    from w2v_jax.logs import quiet_library_logs
+
+    quiet_library_logs()
     import os
 
     from w2v_jax.analysis.report import score_store, write_report

@@ -15,6 +15,9 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
+    from w2v_jax.logs import quiet_library_logs
+
+    quiet_library_logs()
     from w2v_jax import checkpoint, hf
 
     if FLAGS.to_hf:

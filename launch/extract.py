@@ -26,6 +26,9 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
+    from w2v_jax.logs import quiet_library_logs
+
+    quiet_library_logs()
     from w2v_jax.analysis.extract import extract
     from w2v_jax.checkpoint import load_backbone
     from w2v_jax.data import corpus_split, open_prepared

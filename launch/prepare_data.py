@@ -18,6 +18,9 @@ flags.mark_flags_as_required(["corpus_dir", "data_dir"])
 
 def main(argv):
     del argv
+    from w2v_jax.logs import quiet_library_logs
+
+    quiet_library_logs()
     from w2v_jax.models.config import Wav2Vec2Config
     f = flags.FLAGS
     summary = tfds_aishell1.prepare(f.corpus_dir, f.data_dir, alignments_dir=f.alignments_dir,

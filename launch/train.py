@@ -27,6 +27,9 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
+    from w2v_jax.logs import quiet_library_logs
+
+    quiet_library_logs()
     from w2v_jax.train import distributed, export_backbone, train
 
     if FLAGS.export_backbone:

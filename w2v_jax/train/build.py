@@ -30,7 +30,7 @@ def backbone_config(config: ml_collections.ConfigDict) -> Wav2Vec2Config:
     return checkpoint.load_config(directory, **switches)
 
 
-def _backbone(config: ml_collections.ConfigDict, model_config: Wav2Vec2Config) -> Wav2Vec2Model:
+def backbone(config: ml_collections.ConfigDict, model_config: Wav2Vec2Config) -> Wav2Vec2Model:
     if config.init == "random":  # model_config may carry fields set beyond the preset
         return Wav2Vec2Model(model_config, rngs=nnx.Rngs(config.seed))
     switches = {k: getattr(model_config, k) for k in MODEL_SWITCHES}
@@ -39,7 +39,7 @@ def _backbone(config: ml_collections.ConfigDict, model_config: Wav2Vec2Config) -
 
 def build_model(config: ml_collections.ConfigDict, model_config: Wav2Vec2Config) -> FrameClassifier:
     """The initial model: backbone as config.init says, heads at random (seeded)."""
-    return FrameClassifier(_backbone(config, model_config), tuple(config.tasks),
+    return FrameClassifier(backbone(config, model_config), tuple(config.tasks),
                            head_dropout=config.head_dropout, rngs=nnx.Rngs(config.seed + 1))
 
 

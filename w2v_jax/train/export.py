@@ -24,8 +24,8 @@ def run_config(workdir: str) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(json.load(f)["config"])
 
 
-def export_backbone(workdir: str, out_dir: str, step: str | int = "best") -> int:
-    """Write the backbone of checkpoint `step` ('best', 'latest' or a number); returns the step."""
+def restore_model(workdir: str, step: str | int = "best"):
+    """(config, FrameClassifier, step) of checkpoint `step` ('best', 'latest' or a number)."""
     config = run_config(workdir)
     checkpoints = Checkpoints(workdir, config, read_only=True)
     try:
@@ -36,7 +36,7 @@ def export_backbone(workdir: str, out_dir: str, step: str | int = "best") -> int
         else:
             chosen = int(step)
         if chosen is None:
-            raise FileNotFoundError(f"{workdir}: no checkpoint to export")
+            raise FileNotFoundError(f"{workdir}: no checkpoint to restore")
         model_config = build.backbone_config(config)
         graphdef, params, rng = S.split_model(build.abstract_model(config, model_config))
         state = jax.eval_shape(lambda: S.initial_state(params, rng, config))
@@ -46,7 +46,29 @@ def export_backbone(workdir: str, out_dir: str, step: str | int = "best") -> int
         state, _ = checkpoints.restore(chosen, abstract(state, S.state_shardings(state, mesh)))
     finally:
         checkpoints.close()
-    model = nnx.merge(graphdef, state["params"], state["rng"])
+    return config, nnx.merge(graphdef, state["params"], state["rng"]), chosen
+
+
+def export_backbone(workdir: str, out_dir: str, step: str | int = "best") -> int:
+    """Write the backbone of checkpoint `step` ('best', 'latest' or a number); returns the step."""
+    _, model, chosen = restore_model(workdir, step)
     checkpoint.save_model(model.wav2vec2, out_dir)
     logging.info("exported step %d of %s to %s", chosen, workdir, out_dir)
     return chosen
+
+
+def evaluate_run(workdir: str, split: str = "test", step: str | int = "best") -> dict:
+    """Frame accuracy, per-class accuracy and confusion per task of a run's checkpoint on `split`."""
+    from w2v_jax.train.loop import evaluate
+
+    config, model, chosen = restore_model(workdir, step)
+    model_config = model.wav2vec2.config
+    mesh = sharding.make_mesh()
+    graphdef, params, rng = S.split_model(model)
+    params_sharding = sharding.state_shardings(params, mesh)
+    rng_sharding = sharding.state_shardings(rng, mesh)
+    eval_step = S.jit_eval_step(graphdef, tuple(config.tasks), mesh, params_sharding, rng_sharding)
+    state = {"params": jax.device_put(params, params_sharding), "rng": jax.device_put(rng, rng_sharding)}
+    metrics = evaluate(eval_step, state, build.load_split(config, split, model_config), config,
+                       model_config, mesh)
+    return {"step": chosen, **{k.replace("dev/", f"{split}/", 1): v for k, v in metrics.items()}}
