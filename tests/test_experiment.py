@@ -1,0 +1,75 @@
+"""The demo's pipeline at CI size: report, figure and tables exist and hold sane numbers."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+import configs.paper
+from w2v_jax import experiment
+
+
+def small_config():
+    c = configs.paper.get_config("synthetic")
+    c.finetune = ("sex", "tone+sex")
+    c.synthetic.speakers, c.synthetic.utterances = 12, 6
+    c.train.total_steps, c.train.freeze_steps = 60, 10
+    c.train.eval_every = c.train.checkpoint_every = 30
+    c.train.log_every = 10
+    c.train.data.num_buckets = 1
+    c.analysis.umap = False
+    return c
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("demo"))
+    return workdir, experiment.run(small_config(), workdir)
+
+
+@pytest.mark.slow
+def test_report_figure_and_tables(demo):
+    workdir, result = demo
+    report = os.path.join(workdir, "report")
+    text = open(result["report"]).read()
+    for needle in ("![SVCCA per layer](svcca_layers.png)", "## Frame accuracy on the test split",
+                   "## The paper's claims, checked", "| pretrained | tone |"):
+        assert needle in text, needle
+    for name in ("svcca_layers.png", "svcca_layers.svg", "scores.csv", "accuracy.csv", "claims.json",
+                 "pca_pretrained_layer04_tone.png", "pca_sex_layer04_sex.png"):
+        assert os.path.getsize(os.path.join(report, name)) > 0, name
+    assert {"pretrained", "sex", "tone+sex"} == set(result["scores"])
+    assert all(c["holds"] in (True, False) and c["figures"] for c in result["claims"])
+
+
+@pytest.mark.slow
+def test_numbers_are_sane(demo):
+    workdir, result = demo
+    for model, by_label in result["scores"].items():
+        for label, scores in by_label.items():
+            assert np.all((scores["svcca"] >= 0) & (scores["svcca"] <= 1)), (model, label)
+            assert len(scores["svcca"]) == 5  # tiny preset: 4 layers + the encoder input
+    rows = list(csv.DictReader(open(os.path.join(workdir, "report", "accuracy.csv"))))
+    sex = {r["model"]: float(r["accuracy"]) for r in rows if r["task"] == "sex"}
+    assert sex.keys() == {"sex", "tone+sex"}
+    # Sex is the easiest label of the synthetic corpus (an octave between registers):
+    # after 60 steps it is far above the majority class on held-out speakers.
+    test_metrics = json.load(open(os.path.join(workdir, "train", "sex", "test_metrics.json")))
+    counts = np.sum(test_metrics["test/sex/confusion"], axis=1)
+    chance = counts.max() / counts.sum()
+    assert min(sex.values()) > chance + 0.15, (sex, chance)
+
+
+@pytest.mark.slow
+def test_a_rerun_skips_every_finished_stage(demo, monkeypatch):
+    workdir, _ = demo
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished model was trained again")
+
+    monkeypatch.setattr(experiment, "train", no_training)
+    monkeypatch.setattr(experiment, "extract", no_training)
+    again = experiment.run(small_config(), workdir)
+    assert set(again["accuracy"]) == {"sex", "tone+sex"}
