@@ -15,8 +15,8 @@ def small_config():
     c = configs.paper.get_config("synthetic")
     c.finetune = ("sex", "tone+sex")
     c.synthetic.speakers, c.synthetic.utterances = 12, 6
-    c.train.total_steps, c.train.freeze_steps = 60, 10
-    c.train.eval_every = c.train.checkpoint_every = 30
+    c.train.total_steps, c.train.freeze_steps = 120, 10
+    c.train.eval_every = c.train.checkpoint_every = 60
     c.train.log_every = 10
     c.train.data.num_buckets = 1
     c.analysis.umap = False
@@ -52,14 +52,14 @@ def test_numbers_are_sane(demo):
             assert np.all((scores["svcca"] >= 0) & (scores["svcca"] <= 1)), (model, label)
             assert len(scores["svcca"]) == 5  # tiny preset: 4 layers + the encoder input
     rows = list(csv.DictReader(open(os.path.join(workdir, "report", "accuracy.csv"))))
-    sex = {r["model"]: float(r["accuracy"]) for r in rows if r["task"] == "sex"}
-    assert sex.keys() == {"sex", "tone+sex"}
-    # Sex is the easiest label of the synthetic corpus (an octave between registers):
-    # after 60 steps it is far above the majority class on held-out speakers.
-    test_metrics = json.load(open(os.path.join(workdir, "train", "sex", "test_metrics.json")))
-    counts = np.sum(test_metrics["test/sex/confusion"], axis=1)
-    chance = counts.max() / counts.sum()
-    assert min(sex.values()) > chance + 0.15, (sex, chance)
+    assert {r["model"] for r in rows if r["task"] == "sex"} == {"sex", "tone+sex"}
+    # Sex is the easiest label of the synthetic corpus (an octave between registers): after
+    # 120 steps from scratch both sexes are recognised on held-out speakers. Balanced
+    # accuracy, since a small test split is not balanced (chance 0.5).
+    for model in ("sex", "tone+sex"):
+        metrics = json.load(open(os.path.join(workdir, "train", model, "test_metrics.json")))
+        balanced = np.mean(metrics["test/sex/class_accuracy"])
+        assert balanced > 0.6, (model, metrics["test/sex/class_accuracy"])
 
 
 @pytest.mark.slow

@@ -30,10 +30,11 @@ def _tiny_config(corpus, **changes):
 
 @pytest.fixture(scope="module")
 def many_speakers(tmp_path_factory):
-    """Tone generalises to new speakers only from enough speakers: 22 train, 4 dev."""
+    """Tone generalises to new speakers only from many speakers: 60 of 4 utterances each
+    (30 of 8 reached 0.40 dev accuracy and then overfitted; 60 of 4 reached 0.46 and rising)."""
     from w2v_jax.data import synthetic
     path = tmp_path_factory.mktemp("speakers") / "corpus"
-    synthetic.make_corpus(path, num_speakers=30, utterances_per_speaker=8, seed=3)
+    synthetic.make_corpus(path, num_speakers=60, utterances_per_speaker=4, seed=3)
     return path
 
 
@@ -41,10 +42,7 @@ def many_speakers(tmp_path_factory):
 def tone_run(many_speakers, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("tone"))
     config = _tiny_config(many_speakers, total_steps=200, freeze_steps=10, log_every=20,
-                          eval_every=100, checkpoint_every=100,
-                          # tone takes off after ~100 steps at the peak rate: hold it nearly to the end
-                          **{"optimizer.learning_rate": 5e-3, "optimizer.warmup_ratio": 0.05,
-                             "optimizer.hold_ratio": 0.85, "optimizer.decay_ratio": 0.1})
+                          eval_every=100, checkpoint_every=100)
     return config, workdir, train(config, workdir)
 
 
@@ -64,7 +62,7 @@ def test_the_workdir_and_the_exported_backbone(tone_run, tmp_path):
     config, workdir, summary = tone_run
     assert json.load(open(os.path.join(workdir, "inventories.json")))["tone"] == ["1", "2", "3", "4", "5"]
     saved = json.load(open(os.path.join(workdir, "config.json")))
-    assert saved["config"]["optimizer"]["learning_rate"] == 5e-3
+    assert saved["config"]["optimizer"]["learning_rate"] == 2e-3
     records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
     train_steps = [r["step"] for r in records if "train/loss" in r]
     assert train_steps == list(range(20, 201, 20))
@@ -91,8 +89,7 @@ def test_another_experiments_workdir_is_not_resumed(tone_run, many_speakers):
     _, workdir, _ = tone_run
     other = _tiny_config(many_speakers, total_steps=200, freeze_steps=10, log_every=20,
                          eval_every=100, checkpoint_every=100,
-                         **{"optimizer.learning_rate": 1e-3, "optimizer.warmup_ratio": 0.05,
-                            "optimizer.hold_ratio": 0.85, "optimizer.decay_ratio": 0.1})
+                         **{"optimizer.learning_rate": 1e-3})
     with pytest.raises(ConfigError, match="optimizer.learning_rate"):
         train(other, workdir)
 

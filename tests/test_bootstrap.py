@@ -1,0 +1,57 @@
+"""Speaker bootstrap: each resample equals the reference on explicitly repeated speakers."""
+
+import jax
+import numpy as np
+import pytest
+
+from tests import cca_reference as ref
+from w2v_jax.analysis.bootstrap import bootstrap_layers, resample_counts
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    speakers, per, d, classes = 6, 60, 8, 3
+    groups = np.repeat(np.array([f"S{i:02d}" for i in rng.permutation(speakers)]), per)
+    labels = rng.integers(0, classes, speakers * per)
+    centroids = rng.standard_normal((classes, d))
+    h = np.stack([s * centroids[labels] + rng.standard_normal((speakers * per, d))
+                  + rng.standard_normal((speakers, d))[np.unique(groups, return_inverse=True)[1]]
+                  for s in (0.2, 1.0)])
+    return h, labels, groups
+
+
+def test_resamples_match_reference_on_repeated_speakers(data):
+    h, labels, groups = data
+    y = np.eye(3)[labels]
+    with jax.enable_x64(True):
+        out = bootstrap_layers("svcca", h, labels, groups, num_samples=3, seed=4)
+        pw = bootstrap_layers("pwcca", h, labels, groups, num_samples=2, seed=4)
+        counts = np.asarray(resample_counts(jax.random.key(4), 6, 3))
+    speakers = np.unique(groups)
+    np.testing.assert_allclose(out["point"], [ref.svcca_rank(x, y) for x in h], atol=1e-6)
+    for b, c in enumerate(counts):
+        rows = np.concatenate([np.tile(np.flatnonzero(groups == s), k)
+                               for s, k in zip(speakers, c)])
+        want = [ref.svcca_rank(x[rows], y[rows]) for x in h]
+        np.testing.assert_allclose(out["samples"][b], want, atol=1e-6)
+        if b < 2:
+            np.testing.assert_allclose(pw["samples"][b], [ref.pwcca(x[rows], y[rows]) for x in h],
+                                       atol=1e-6)
+    assert out["samples"].shape == (3, 2)
+
+
+def test_interval_brackets_the_estimate(data):
+    h, labels, groups = data
+    out = bootstrap_layers("cka", h, labels, groups, num_samples=64, seed=1, ci=0.9)
+    assert np.all(out["low"] <= out["high"])
+    assert np.all((out["low"] - 0.05 <= out["point"]) & (out["point"] <= out["high"] + 0.05))
+    assert out["point"][1] > out["point"][0]  # the stronger layer scores higher
+
+
+def test_bootstrap_rejects_bad_groups(data):
+    h, labels, groups = data
+    with pytest.raises(ValueError, match="2 distinct"):
+        bootstrap_layers("svcca", h, labels, np.zeros(len(labels)))
+    with pytest.raises(ValueError, match="one speaker per sample"):
+        bootstrap_layers("svcca", h, labels, groups[:-1])

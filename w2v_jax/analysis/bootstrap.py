@@ -1,0 +1,132 @@
+"""Speaker-level (cluster) bootstrap confidence intervals for layer-wise scores.
+
+Frames of one speaker are not independent, so resampling frames understates the
+uncertainty; we resample speakers with replacement. Each resample is a vector of
+speaker multiplicities, and every metric here is a function of centred moments,
+which are sums over speakers: per-speaker moments are computed once (one pass,
+the cost of one Gram), and a resample costs a (G x D x D) contraction plus the
+metric's D x D eigen-work, all on the device with static shapes.
+"""
+
+from functools import partial
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from w2v_jax.analysis.cca import pwcca_from_moments, svcca_from_moments
+from w2v_jax.analysis.checks import as_targets, check_pair
+from w2v_jax.analysis.cka import cka_from_moments
+from w2v_jax.analysis.moments import Moments, centre, compute_dtype, cross, full_precision, gram
+
+METRICS: dict[str, Callable[..., jax.Array]] = {
+    "svcca": svcca_from_moments,
+    "pwcca": pwcca_from_moments,
+    "cka": cka_from_moments,
+}
+
+
+def resample_counts(key: jax.Array, num_groups: int, num_samples: int) -> jax.Array:
+    """(num_samples, num_groups) multiplicities: draw num_groups groups with replacement."""
+    draws = jax.random.randint(key, (num_samples, num_groups), 0, num_groups)
+    return jax.vmap(lambda d: jnp.bincount(d, length=num_groups))(draws)
+
+
+def _group_layout(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sample indices arranged (G, M), M the largest group, padded with -1."""
+    codes = np.unique(groups, return_inverse=True)[1].ravel()
+    order = np.argsort(codes, kind="stable")
+    sizes = np.bincount(codes)
+    index = np.full((len(sizes), sizes.max()), -1, np.int32)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    for g, (s, z) in enumerate(zip(starts, sizes)):
+        index[g, :z] = order[s:s + z]
+    return index, sizes
+
+
+def _by_group(a: jax.Array, index: jax.Array) -> jax.Array:
+    """Globally centred rows of a arranged (G, M, D), zeros in the padding."""
+    return jnp.where((index >= 0)[..., None], centre(a)[jnp.maximum(index, 0)], 0)
+
+
+def _sums(ag: jax.Array) -> jax.Array:
+    return jnp.sum(ag.astype(compute_dtype()), axis=1)
+
+
+def _products(ag: jax.Array, bg: jax.Array | None = None) -> jax.Array:
+    """Per-group a^T b (G, Da, Db); a^T a when b is None."""
+    return jax.vmap(gram)(ag) if bg is None else jax.vmap(cross)(ag, bg)
+
+
+def _combine(counts, sizes, sx, sxx, sy, syy, sxy, eps_x, eps_y) -> Moments:
+    """Centred moments of the resample that takes group g counts[g] times."""
+    c = counts.astype(compute_dtype())
+    n = c @ sizes
+    mx, my = c @ sx / n, c @ sy / n
+    contract = lambda s: jnp.tensordot(c, s, axes=1)
+    return Moments(n=n,
+                   xx=contract(sxx) - n * jnp.outer(mx, mx),
+                   yy=contract(syy) - n * jnp.outer(my, my),
+                   xy=contract(sxy) - n * jnp.outer(mx, my),
+                   xx_eps=eps_x, yy_eps=eps_y)
+
+
+@partial(jax.jit, static_argnames=("metric", "batch_size", "kwargs"))
+@full_precision
+def _bootstrap_jit(h, y, index, sizes, counts, metric, batch_size, kwargs):
+    score = METRICS[metric] if isinstance(metric, str) else metric
+    eps_x, eps_y = float(jnp.finfo(h.dtype).eps), float(jnp.finfo(y.dtype).eps)
+    yg = _by_group(y, index)
+    sy, syy = _sums(yg), _products(yg)
+    sizes = sizes.astype(compute_dtype())
+
+    def layer(x):
+        xg = _by_group(x, index)
+        sx, sxx, sxy = _sums(xg), _products(xg), _products(xg, yg)
+        one = lambda c: score(_combine(c, sizes, sx, sxx, sy, syy, sxy, eps_x, eps_y),
+                              **dict(kwargs))
+        return jax.vmap(one)(counts)
+
+    return jax.lax.map(layer, h, batch_size=batch_size or h.shape[0])
+
+
+def bootstrap_layers(metric: str | Callable[..., jax.Array], h: jax.Array, y: jax.Array,
+                     groups: np.ndarray, *, num_samples: int = 200, seed: int = 0,
+                     ci: float = 0.95, batch_size: int | None = 1,
+                     **metric_kwargs) -> dict[str, np.ndarray]:
+    """Per-layer score with a speaker-resampling bootstrap interval.
+
+    Args:
+      metric: "svcca", "pwcca", "cka", or a function of a `Moments` (hashable).
+      h: (L, N, D) embeddings; y: (N, Dy) targets or 1-D integer labels (no -1).
+      groups: (N,) speaker id of each sample (any hashable numpy values).
+      num_samples: bootstrap resamples; seed: their PRNG seed; ci: interval mass.
+      batch_size: layers in flight; each holds G x D x D per-speaker moments.
+      **metric_kwargs: passed to the metric (keep, epsilon, mode for svcca); they
+        are static, so new values recompile.
+
+    Returns:
+      dict of numpy arrays: "point" (L,) the full-data score; "mean", "low",
+      "high" (L,) the bootstrap mean and percentile interval; "samples" (B, L).
+    """
+    h, y = jnp.asarray(h), as_targets(y)
+    check_pair(h, y, batch_dims=1)
+    groups = np.asarray(groups)
+    if groups.shape != (h.shape[1],):
+        raise ValueError(f"groups must give one speaker per sample: shape {groups.shape}, "
+                         f"expected ({h.shape[1]},)")
+    index, sizes = _group_layout(groups)
+    if len(sizes) < 2:
+        raise ValueError("bootstrap over speakers needs at least 2 distinct groups")
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must lie in (0, 1), got {ci}")
+    counts = resample_counts(jax.random.key(seed), len(sizes), num_samples)
+    counts = jnp.concatenate([jnp.ones((1, len(sizes)), counts.dtype), counts])
+    scores = np.asarray(_bootstrap_jit(h, y, jnp.asarray(index), jnp.asarray(sizes), counts,
+                                       metric, batch_size,
+                                       tuple(sorted(metric_kwargs.items())))).T
+    tail = (1.0 - ci) / 2.0
+    boot = scores[1:]
+    return {"point": scores[0], "mean": boot.mean(0), "low": np.quantile(boot, tail, axis=0),
+            "high": np.quantile(boot, 1.0 - tail, axis=0), "samples": boot}

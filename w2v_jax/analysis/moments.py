@@ -1,0 +1,127 @@
+"""Centred second moments: the only pass over the N samples every metric needs.
+
+SVCCA, PWCCA and linear CKA are all functions of (n, Xc^T Xc, Yc^T Yc, Xc^T Yc),
+so each metric reads the (N, D) data once here and then works on D x D matrices.
+"""
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+_GRAM_BLOCKS = 4  # column blocks of the symmetric Gram: 10 of 16 block products
+
+
+class Moments(NamedTuple):
+    """Centred sums of products (not divided by n).
+
+    n: total weight (number of samples); xx: (Dx, Dx); yy: (Dy, Dy); xy: (Dx, Dy),
+    all in the compute dtype. xx_eps / yy_eps: machine epsilon of the dtype xx / yy
+    were accumulated in, which sets the rank tolerance of their spectra.
+    """
+
+    n: jax.Array
+    xx: jax.Array
+    yy: jax.Array
+    xy: jax.Array
+    xx_eps: float
+    yy_eps: float
+
+
+def full_precision(fn):
+    """Trace fn with float32 matmuls at full precision: GPUs default to TF32 and
+    TPUs to bf16 passes, which would cost three digits of every score."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with jax.default_matmul_precision("highest"):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
+def compute_dtype() -> jnp.dtype:
+    """float64 when x64 is enabled, else float32: the dtype of every D x D stage."""
+    return jnp.dtype(jax.dtypes.canonicalize_dtype(jnp.float64))
+
+
+def centre(a: jax.Array) -> jax.Array:
+    """Subtract the mean over samples (axis 0), accumulated in the compute dtype.
+
+    Centring before the Gram matters in float32: subtracting n * mean mean^T from
+    an uncentred Gram cancels catastrophically when the mean is large.
+    """
+    if not jnp.issubdtype(a.dtype, jnp.floating):
+        a = a.astype(compute_dtype())
+    return a - jnp.mean(a, axis=0, dtype=compute_dtype()).astype(a.dtype)
+
+
+def _chunk_rows(width: int) -> int:
+    """Rows per accumulation chunk. XLA's CPU dot sums a narrow product (a Gram of
+    a few label columns) sequentially over all N rows, so its rounding grows like
+    N * eps (measured ~5000 eps at N = 200k, enough to fake a rank); short chunks
+    cap that cheaply. Wide products keep long chunks for GEMM efficiency."""
+    return 128 if width <= 64 else 2048
+
+
+def _accumulate(product, a: jax.Array, b: jax.Array, width: int) -> jax.Array:
+    """Sum of product(a_chunk, b_chunk) over row chunks, accumulated in the compute dtype."""
+    n = a.shape[0]
+    chunks = max(1, -(-n // _chunk_rows(width)))
+    rows = -(-n // chunks)
+    split = lambda t: jnp.pad(t, ((0, rows * chunks - n), (0, 0))).reshape(chunks, rows, -1)
+    cdt = compute_dtype()
+
+    def add(total, ab):
+        return total + product(*ab).astype(cdt), None
+
+    init = jnp.zeros((a.shape[1], b.shape[1]), cdt)
+    return jax.lax.scan(add, init, (split(a), split(b)))[0]
+
+
+def _dot(a: jax.Array, b: jax.Array) -> jax.Array:
+    return jax.lax.dot_general(a, b, (((0,), (0,)), ((), ())), precision=_HIGHEST)
+
+
+def _upper_gram(a: jax.Array, _: jax.Array) -> jax.Array:
+    """a^T a from the upper block triangle only (XLA has no syrk): 10/16 of the flops."""
+    d = a.shape[1]
+    edges = np.linspace(0, d, min(_GRAM_BLOCKS, d) + 1).astype(int)
+    rows = [jnp.pad(_dot(a[:, lo:hi], a[:, lo:]), ((0, 0), (lo, 0)))
+            for lo, hi in zip(edges[:-1], edges[1:])]
+    upper = jnp.concatenate(rows, axis=0)
+    return jnp.triu(upper) + jnp.triu(upper, 1).T
+
+
+def cross(a: jax.Array, b: jax.Array) -> jax.Array:
+    """a^T b (Da, Db) in the compute dtype; products in the promoted input dtype."""
+    dt = jnp.promote_types(a.dtype, b.dtype)
+    return _accumulate(_dot, a.astype(dt), b.astype(dt), min(a.shape[1], b.shape[1]))
+
+
+def gram(a: jax.Array) -> jax.Array:
+    """a^T a (D, D) in the compute dtype; products in a's dtype."""
+    return _accumulate(_upper_gram, a, a, a.shape[1])
+
+
+def centred_moments(x: jax.Array, y: jax.Array) -> Moments:
+    """Moments of x (N, Dx) and y (N, Dy).
+
+    Each product runs in the promoted dtype of its operands, summed over row
+    chunks in the compute dtype: float32 embeddings keep the dominant N x D x D
+    Gram in float32, while float64 one-hot labels (what `one_hot` makes under
+    x64) make the cheap x^T y float64.
+    """
+    cdt = compute_dtype()
+    xc, yc = centre(x), centre(y)
+    return Moments(
+        n=jnp.asarray(x.shape[0], cdt),
+        xx=gram(xc),
+        yy=gram(yc),
+        xy=cross(xc, yc),
+        xx_eps=float(jnp.finfo(xc.dtype).eps),
+        yy_eps=float(jnp.finfo(yc.dtype).eps),
+    )
