@@ -43,6 +43,17 @@ def forward_flops(config, num_samples: int, batch: int) -> float:
     return batch * (flops + config.num_hidden_layers * per_layer)
 
 
+def matmul_gflops(dtype: str) -> float:
+    """What XLA's dot reaches on this device: the ceiling for a matmul-bound model."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jnp.ones((2048, 2048), dtype)
+    matmul = jax.jit(lambda a: a @ a)
+    matmul(a).block_until_ready()
+    return 2 * 2048 ** 3 / median_seconds(lambda: matmul(a).block_until_ready(), 5) / 1e9
+
+
 def median_seconds(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -69,6 +80,8 @@ def main(argv):
     mask = np.ones_like(audio, dtype=np.int32)
     print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}; torch threads: "
           f"{torch.get_num_threads()}; batch {FLAGS.batch} x {FLAGS.seconds:g} s; ours in {FLAGS.dtype}")
+    peak = matmul_gflops(FLAGS.dtype)
+    print(f"roofline: a plain jitted {FLAGS.dtype} matmul (2048^3) runs at {peak:.0f} GFLOP/s here")
     for preset in FLAGS.presets:
         config = Wav2Vec2Config.preset(preset, dtype=FLAGS.dtype)
         torch.manual_seed(0)
@@ -87,7 +100,7 @@ def main(argv):
                               FLAGS.repeats)
         flops = forward_flops(config, num_samples, FLAGS.batch)
         line = (f"{preset:>11}: ours {ours:.3f} s ({flops / ours / 1e9:.0f} GFLOP/s, "
-                f"compile {compile_s:.1f} s)")
+                f"compile {compile_s:.1f} s; at the roofline {flops / peak / 1e9:.2f} s)")
         if FLAGS.torch:
             with torch.inference_mode():
                 inputs = torch.from_numpy(audio), torch.from_numpy(mask)

@@ -69,17 +69,13 @@ def _chunk_rows(width: int) -> int:
 
 def _accumulate(product, a: jax.Array, b: jax.Array, width: int) -> jax.Array:
     """Sum of product(a_chunk, b_chunk) over row chunks, accumulated in the compute dtype."""
-    n = a.shape[0]
-    chunks = max(1, -(-n // _chunk_rows(width)))
-    rows = -(-n // chunks)
-    split = lambda t: jnp.pad(t, ((0, rows * chunks - n), (0, 0))).reshape(chunks, rows, -1)
     cdt = compute_dtype()
 
     def add(total, ab):
         return total + product(*ab).astype(cdt), None
 
     init = jnp.zeros((a.shape[1], b.shape[1]), cdt)
-    return jax.lax.scan(add, init, (split(a), split(b)))[0]
+    return jax.lax.scan(add, init, (_chunked(a, width), _chunked(b, width)))[0]
 
 
 def _dot(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -99,7 +95,20 @@ def _upper_gram(a: jax.Array, _: jax.Array) -> jax.Array:
 def cross(a: jax.Array, b: jax.Array) -> jax.Array:
     """a^T b (Da, Db) in the compute dtype; products in the promoted input dtype."""
     dt = jnp.promote_types(a.dtype, b.dtype)
-    return _accumulate(_dot, a.astype(dt), b.astype(dt), min(a.shape[1], b.shape[1]))
+    width = min(a.shape[1], b.shape[1])
+    a, b = _chunked(a.astype(dt), width), _chunked(b.astype(dt), width)
+    # One batched (b^T a) over the chunks, summed after: a scan of small dots, or a with
+    # the wide operand on the left, ran 10-20x slower on XLA's CPU dot (N = 20k, D = 1024).
+    per_chunk = jax.lax.dot_general(b, a, (((1,), (1,)), ((0,), (0,))), precision=_HIGHEST)
+    return jnp.sum(per_chunk.astype(compute_dtype()), axis=0).T
+
+
+def _chunked(t: jax.Array, width: int) -> jax.Array:
+    """(N, D) -> (chunks, rows, D), zero-padded: zero rows add nothing to a product."""
+    n = t.shape[0]
+    chunks = max(1, -(-n // _chunk_rows(width)))
+    rows = -(-n // chunks)
+    return jnp.pad(t, ((0, rows * chunks - n), (0, 0))).reshape(chunks, rows, -1)
 
 
 def gram(a: jax.Array) -> jax.Array:
