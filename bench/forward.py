@@ -11,13 +11,14 @@ and achieved GFLOP/s (matmul and conv FLOPs counted analytically).
 from __future__ import annotations
 
 import os
-import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
+
+from bench.timing import median_seconds  # noqa: E402
 
 flags.DEFINE_list("presets", ["large-lv60", "base"], "Model presets to time.")
 flags.DEFINE_integer("batch", 2, "Utterances per batch.")
@@ -52,15 +53,6 @@ def matmul_gflops(dtype: str) -> float:
     matmul = jax.jit(lambda a: a @ a)
     matmul(a).block_until_ready()
     return 2 * 2048 ** 3 / median_seconds(lambda: matmul(a).block_until_ready(), 5) / 1e9
-
-
-def median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main(argv):

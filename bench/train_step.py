@@ -13,13 +13,14 @@ and our FLOP rate (XLA's count of the compiled step).
 from __future__ import annotations
 
 import os
-import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
+
+from bench.timing import median_seconds  # noqa: E402
 
 flags.DEFINE_list("presets", ["large-lv60"], "Model presets to time.")
 flags.DEFINE_integer("batch", 2, "Utterances per batch.")
@@ -31,15 +32,6 @@ flags.DEFINE_bool("remat", False, "Our remat switch.")
 flags.DEFINE_float("peak_tflops", 989.0, "Device peak TFLOP/s for MFU (H100/H200 bf16 dense).")
 FLAGS = flags.FLAGS
 CLASSES = 5
-
-
-def median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def ours(config, hf_state, audio, mask, labels):
