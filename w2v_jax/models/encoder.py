@@ -158,9 +158,14 @@ class Encoder(nnx.Module):
             x, inputs = jax.lax.scan(layer_step, x, (params, layer_keys, skips))
             layer_inputs = tuple(inputs[i] for i in range(num_layers)) if output_hidden_states else ()
         else:
+            # One split of the stack, not a slice per layer: the gradient of a split is
+            # one concatenate, while per-layer slices pad and add a whole stack each.
+            pieces = jax.tree.map(lambda p: [q[0] for q in jnp.split(p, num_layers)],
+                                  (params, layer_keys, skips))
             layer_inputs = []
             for i in range(num_layers):
-                x, h = layer_step(x, jax.tree.map(lambda p: p[i], (params, layer_keys, skips)))
+                x, h = layer_step(x, jax.tree.map(lambda q: q[i], pieces,
+                                                  is_leaf=lambda q: isinstance(q, list)))
                 layer_inputs.append(h)
         # transformers 5 records each layer's output, so for the pre-LN order the last
         # hidden state is taken before the final LayerNorm (last_hidden_state after it).
