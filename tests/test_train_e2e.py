@@ -19,12 +19,7 @@ def _tiny_config(corpus, **changes):
     c.data.dir = str(corpus)
     with c.unlocked():
         c.model.num_hidden_layers = 2
-    for key, value in changes.items():
-        section = c
-        *parents, last = key.split(".")
-        for p in parents:
-            section = section[p]
-        section[last] = value
+    c.update_from_flattened_dict(changes)
     return c
 
 

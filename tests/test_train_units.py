@@ -71,12 +71,7 @@ def test_clipping_by_global_norm():
 def _config(**changes):
     c = default_config()
     c.data.dir = "corpus"
-    for dotted, value in changes.items():
-        *parents, key = dotted.split(".")
-        section = c
-        for p in parents:
-            section = section[p]
-        section[key] = value
+    c.update_from_flattened_dict(changes)
     return c
 
 
