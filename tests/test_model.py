@@ -13,6 +13,7 @@ from tests.tiny_hf import tiny_hf_config
 from w2v_jax import sharding
 from w2v_jax.hf import load_pretrained
 from w2v_jax.models import ConfigError, Wav2Vec2Config, Wav2Vec2Model
+from w2v_jax.models.layers import grouped_conv1d
 from w2v_jax.models.spec_augment import span_mask
 
 NO_DROPOUT = dict(hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
@@ -146,3 +147,25 @@ def test_forward_sharded_over_data_and_fsdp_equals_one_device(hf_checkpoints):
         sharded_params, jax.device_put(audio, batch), jax.device_put(mask, batch))
     for a, b in zip(single, sharded):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("width,groups", [(5, 1), (8, 4), (16, 2)])
+def test_grouped_conv_gradients_match_torch(width, groups):
+    """The hand-written VJP of the positional conv against torch.autograd (odd and even kernels)."""
+    rng = np.random.default_rng(width)
+    x = rng.normal(size=(2, 23, 12)).astype(np.float32)
+    kernel = rng.normal(size=(width, 12 // groups, 12)).astype(np.float32)
+    dy = rng.normal(size=(2, 23, 12)).astype(np.float32)
+    padding = (width // 2, width // 2 - (1 - width % 2))
+
+    y, vjp = jax.vjp(lambda a, k: grouped_conv1d(a, k, padding, groups), x, kernel)
+    dx, dkernel = vjp(jnp.asarray(dy))
+
+    tx = torch.tensor(x.transpose(0, 2, 1), requires_grad=True)
+    tk = torch.tensor(kernel.transpose(2, 1, 0), requires_grad=True)
+    ty = torch.nn.functional.conv1d(tx, tk, padding=width // 2, groups=groups)
+    ty = ty[..., :-1] if width % 2 == 0 else ty  # transformers' SamePadLayer
+    ty.backward(torch.from_numpy(dy.transpose(0, 2, 1)))
+    np.testing.assert_allclose(y, ty.detach().numpy().transpose(0, 2, 1), atol=1e-4)
+    np.testing.assert_allclose(dx, tx.grad.numpy().transpose(0, 2, 1), atol=1e-4)
+    np.testing.assert_allclose(dkernel, tk.grad.numpy().transpose(2, 1, 0), atol=1e-4)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from w2v_jax.models.config import Wav2Vec2Config
-from w2v_jax.models.layers import activation, conv1d, dropout, split_key
+from w2v_jax.models.layers import activation, dropout, grouped_conv1d, split_key
 
 _NORMAL = jax.nn.initializers.normal(0.02)
 
@@ -40,9 +40,10 @@ class PositionalConvEmbedding(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel_size = self.weight_v.shape[0]
-        y = conv1d(x, self.kernel().astype(self.dtype), padding=kernel_size // 2, groups=self.groups)
-        if kernel_size % 2 == 0:  # HF's SamePadLayer: an even kernel yields one frame too many.
-            y = y[:, :-1]
+        # PyTorch pads kernel_size // 2 each side; HF's SamePadLayer then drops the one frame
+        # too many an even kernel yields, which is the same as padding one less on the right.
+        padding = (kernel_size // 2, kernel_size // 2 - (1 - kernel_size % 2))
+        y = grouped_conv1d(x, self.kernel().astype(self.dtype), padding, self.groups)
         return activation(self.act)(y + self.bias[...].astype(self.dtype))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -33,9 +35,54 @@ def split_key(key: jax.Array | None, num: int):
     return tuple(jax.random.split(key, num))
 
 
-def conv1d(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 0,
-           groups: int = 1) -> jax.Array:
-    """x (B, T, Cin) * kernel (K, Cin / groups, Cout) -> (B, T', Cout), PyTorch semantics."""
+def conv1d(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 0) -> jax.Array:
+    """x (B, T, Cin) * kernel (K, Cin, Cout) -> (B, T', Cout), PyTorch semantics."""
     return jax.lax.conv_general_dilated(
         x, kernel, window_strides=(stride,), padding=[(padding, padding)],
+        dimension_numbers=("NWC", "WIO", "NWC"))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def grouped_conv1d(x: jax.Array, kernel: jax.Array, padding: tuple[int, int],
+                   groups: int) -> jax.Array:
+    """Stride-1 grouped conv: x (B, T, G*C) * kernel (K, C, G*O) -> (B, T + lo + hi - K + 1, G*O).
+
+    Its gradients are written out because XLA's CPU lowering of the grouped kernel gradient
+    (a batch-grouped convolution) runs at about 1 GFLOP/s: 3 s of a large model's step
+    for 7 GFLOP. A plain convolution per group does the same work in 0.07 s.
+    """
+    return _grouped_conv(x, kernel, padding, groups)
+
+
+def _grouped_conv(x, kernel, padding, groups):
+    return jax.lax.conv_general_dilated(
+        x, kernel, window_strides=(1,), padding=[padding],
         dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=groups)
+
+
+def _grouped_conv_fwd(x, kernel, padding, groups):
+    return _grouped_conv(x, kernel, padding, groups), (x, kernel)
+
+
+def _grouped_conv_bwd(padding, groups, residuals, dy):
+    x, kernel = residuals
+    width, cin, cout_all = kernel.shape
+    cout, (lo, hi) = cout_all // groups, padding
+    # dx: the same grouped conv of dy with each group's kernel reversed in time and
+    # its input and output channels swapped.
+    flipped = kernel.reshape(width, cin, groups, cout).transpose(0, 3, 2, 1)[::-1]
+    dx = _grouped_conv(dy, flipped.reshape(width, cout, groups * cin),
+                       (width - 1 - lo, width - 1 - hi), groups)
+    # dkernel[k, c, o] = sum over b, t of x_padded[b, t + k, c] * dy[b, t, o], group by
+    # group: a plain convolution with the batch as the contracted feature axis.
+    x_padded = jnp.pad(x, ((0, 0), padding, (0, 0)))
+    per_group = [
+        jax.lax.conv_general_dilated(
+            x_padded[..., g * cin:(g + 1) * cin], dy[..., g * cout:(g + 1) * cout],
+            window_strides=(1,), padding=[(0, 0)], dimension_numbers=("CWN", "IWO", "NWC"))
+        for g in range(groups)]  # each (C, K, O)
+    dkernel = jnp.stack(per_group, axis=2).transpose(1, 0, 2, 3).reshape(width, cin, cout_all)
+    return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
+
+
+grouped_conv1d.defvjp(_grouped_conv_fwd, _grouped_conv_bwd)
