@@ -75,11 +75,15 @@ def _grouped_conv_bwd(padding, groups, residuals, dy):
                        (width - 1 - lo, width - 1 - hi), groups)
     # dkernel[k, c, o] = sum over b, t of x_padded[b, t + k, c] * dy[b, t, o], group by
     # group: a plain convolution with the batch as the contracted feature axis.
+    # The operands are laid out for that convolution ahead of time, behind a barrier: left
+    # to itself XLA folds the transposes into the convolution, which then runs 50x slower.
     x_padded = jnp.pad(x, ((0, 0), padding, (0, 0)))
+    lhs = x_padded.reshape(*x_padded.shape[:2], groups, cin).transpose(2, 3, 1, 0)  # G C T' B
+    rhs = dy.reshape(*dy.shape[:2], groups, cout).transpose(2, 1, 0, 3)  # G T B O
+    lhs, rhs = jax.lax.optimization_barrier((lhs, rhs))
     per_group = [
-        jax.lax.conv_general_dilated(
-            x_padded[..., g * cin:(g + 1) * cin], dy[..., g * cout:(g + 1) * cout],
-            window_strides=(1,), padding=[(0, 0)], dimension_numbers=("CWN", "IWO", "NWC"))
+        jax.lax.conv_general_dilated(lhs[g], rhs[g], window_strides=(1,), padding=[(0, 0)],
+                                     dimension_numbers=("NWC", "WIO", "NWC"))
         for g in range(groups)]  # each (C, K, O)
     dkernel = jnp.stack(per_group, axis=2).transpose(1, 0, 2, 3).reshape(width, cin, cout_all)
     return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
