@@ -92,16 +92,23 @@ def make_train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
     def train_step(state: State, batch: dict) -> tuple[State, dict]:
         trainable, frozen = _group_params(state["params"], groups, freeze_cnn)
 
-        def micro_step(carry, micro):
-            grads, rng = carry
-            (loss, (metrics, rng)), g = jax.value_and_grad(loss_fn, has_aux=True)(
+        def grads_of(rng, micro):
+            (loss, (metrics, rng)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
                 trainable, frozen, rng, micro)
-            return (jax.tree.map(jnp.add, grads, g), rng), {"loss": loss, **metrics}
+            return grads, rng, {"loss": loss, **metrics}
 
-        zeros = jax.tree.map(jnp.zeros_like, trainable)
-        (grads, rng), metrics = jax.lax.scan(micro_step, (zeros, state["rng"]), batch)
         accum = batch["input_values"].shape[0]
-        grads = jax.tree.map(lambda g: g / accum, grads)
+        if accum == 1:  # no accumulator: zeroing and adding one costs a pass over the model
+            grads, rng, metrics = grads_of(state["rng"], jax.tree.map(lambda a: a[0], batch))
+        else:
+            def micro_step(carry, micro):
+                grads, rng = carry
+                g, rng, metrics = grads_of(rng, micro)
+                return (jax.tree.map(jnp.add, grads, g), rng), metrics
+
+            zeros = jax.tree.map(jnp.zeros_like, trainable)
+            (grads, rng), metrics = jax.lax.scan(micro_step, (zeros, state["rng"]), batch)
+            grads = jax.tree.map(lambda g: g / accum, grads)
         grads, grad_norm = optim.clip_by_global_norm(grads, clip_norm)
         learning_rate = schedule(state["step"])
         new_trainable, new_opt = {}, {}
