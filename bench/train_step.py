@@ -5,10 +5,12 @@ r"""One training step, ours vs transformers' PyTorch Wav2Vec2 + a linear head + 
   python bench/train_step.py --dtype=bfloat16 --notorch   # on a GPU: frames/s and MFU
 
 Both sides: the same architecture and random weights, the same batch and labels, a
-phase-2 step (everything but the CNN feature encoder is updated), dropout on as
-configured. Prints the median step of each side, ours/PyTorch, our compile time,
-and our FLOP rate, counted from the architecture (XLA's cost analysis misses the
-matmuls the CPU backend hands to its YNNPACK library).
+phase-2 step (everything but the CNN feature encoder is updated), dropout and
+SpecAugment on as configured, LayerDrop off on both sides: it skips a random number of
+layers per step, which would make the two timings measure different amounts of work.
+Prints the median step of each side, ours/PyTorch, our compile time, and our FLOP
+rate, counted from the architecture (XLA's cost analysis misses the matmuls the CPU
+backend hands to its YNNPACK library).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ CLASSES = 5
 
 def step_flops(config, batch: int, samples: int) -> float:
     """Matmul and conv FLOPs of one phase-2 step: the frozen CNN forward only, the rest
-    forward and backward (3x forward); LayerDrop is taken as skipping nothing."""
+    forward and backward (3x forward)."""
     length, cin, cnn = samples, 1, 0.0
     for dim, kernel, stride in zip(config.conv_dim, config.conv_kernel, config.conv_stride):
         length = (length - kernel) // stride + 1
@@ -127,7 +129,7 @@ def main(argv):
           f"{torch.get_num_threads()}; load average {os.getloadavg()[0]:.2f}; batch {FLAGS.batch} x "
           f"{FLAGS.seconds:g} s; ours in {FLAGS.dtype}", flush=True)
     for preset in FLAGS.presets:
-        config = Wav2Vec2Config.preset(preset, dtype=FLAGS.dtype, remat=FLAGS.remat)
+        config = Wav2Vec2Config.preset(preset, dtype=FLAGS.dtype, remat=FLAGS.remat, layerdrop=0.0)
         frames = int(config.num_frames(samples))
         labels = rng.integers(0, CLASSES, (FLAGS.batch, frames)).astype(np.int32)
         torch.manual_seed(0)
