@@ -35,10 +35,10 @@ def split_key(key: jax.Array | None, num: int):
     return tuple(jax.random.split(key, num))
 
 
-def conv1d(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 0) -> jax.Array:
-    """x (B, T, Cin) * kernel (K, Cin, Cout) -> (B, T', Cout), PyTorch semantics."""
+def conv1d(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
+    """Unpadded x (B, T, Cin) * kernel (K, Cin, Cout) -> (B, T', Cout), PyTorch semantics."""
     return jax.lax.conv_general_dilated(
-        x, kernel, window_strides=(stride,), padding=[(padding, padding)],
+        x, kernel, window_strides=(stride,), padding="VALID",
         dimension_numbers=("NWC", "WIO", "NWC"))
 
 
