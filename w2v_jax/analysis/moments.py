@@ -54,9 +54,17 @@ def centre(a: jax.Array) -> jax.Array:
     Centring before the Gram matters in float32: subtracting n * mean mean^T from
     an uncentred Gram cancels catastrophically when the mean is large.
     """
-    if not jnp.issubdtype(a.dtype, jnp.floating):
-        a = a.astype(compute_dtype())
-    return a - jnp.mean(a, axis=0, dtype=compute_dtype()).astype(a.dtype)
+    a = _floating(a)
+    return a - _mean(a)
+
+
+def _floating(a: jax.Array) -> jax.Array:
+    return a if jnp.issubdtype(a.dtype, jnp.floating) else a.astype(compute_dtype())
+
+
+def _mean(a: jax.Array) -> jax.Array:
+    """The column means, accumulated in the compute dtype, in a's dtype."""
+    return jnp.mean(a, axis=0, dtype=compute_dtype()).astype(a.dtype)
 
 
 def _chunk_rows(width: int) -> int:
@@ -67,28 +75,36 @@ def _chunk_rows(width: int) -> int:
     return 128 if width <= 64 else 2048
 
 
-def _accumulate(product, a: jax.Array, b: jax.Array, width: int) -> jax.Array:
-    """Sum of product(a_chunk, b_chunk) over row chunks, accumulated in the compute dtype."""
-    cdt = compute_dtype()
-
-    def add(total, ab):
-        return total + product(*ab).astype(cdt), None
-
-    init = jnp.zeros((a.shape[1], b.shape[1]), cdt)
-    return jax.lax.scan(add, init, (_chunked(a, width), _chunked(b, width)))[0]
-
-
 def _dot(a: jax.Array, b: jax.Array) -> jax.Array:
     return jax.lax.dot_general(a, b, (((0,), (0,)), ((), ())), precision=_HIGHEST)
 
 
-def _upper_gram(a: jax.Array, _: jax.Array) -> jax.Array:
-    """a^T a from the upper block triangle only (XLA has no syrk): 10/16 of the flops."""
-    d = a.shape[1]
+def _gram(parts: list[jax.Array], means: list[jax.Array | None], dtype) -> jax.Array:
+    """G = A^T A for A = [parts[0] - means[0] | parts[1] - means[1] | ...] (N, D).
+
+    Row chunks of A are built inside the loop (each part centred in its own dtype, then
+    cast to `dtype`), so neither a centred copy nor the concatenation exists whole.
+    XLA has no syrk: each chunk adds only the upper block triangle (10 of 16 block
+    products), kept as block rows in the compute dtype and mirrored once at the end.
+    """
+    n, d = parts[0].shape[0], sum(p.shape[1] for p in parts)
+    chunked = [_chunked(p, d) for p in parts]
+    chunks, rows = chunked[0].shape[:2]
     edges = np.linspace(0, d, min(_GRAM_BLOCKS, d) + 1).astype(int)
-    rows = [jnp.pad(_dot(a[:, lo:hi], a[:, lo:]), ((0, 0), (lo, 0)))
-            for lo, hi in zip(edges[:-1], edges[1:])]
-    upper = jnp.concatenate(rows, axis=0)
+    cdt = compute_dtype()
+
+    def add(totals, inputs):
+        start, pieces = inputs
+        block = jnp.concatenate([(p if m is None else p - m).astype(dtype)
+                                 for p, m in zip(pieces, means)], axis=1)
+        if any(m is not None for m in means):  # padding rows must stay zero
+            block = jnp.where((start + jnp.arange(rows) < n)[:, None], block, 0)
+        return [t + _dot(block[:, lo:hi], block[:, lo:]).astype(cdt)
+                for t, lo, hi in zip(totals, edges[:-1], edges[1:])], None
+
+    init = [jnp.zeros((hi - lo, d - lo), cdt) for lo, hi in zip(edges[:-1], edges[1:])]
+    totals, _ = jax.lax.scan(add, init, (jnp.arange(chunks) * rows, chunked))
+    upper = jnp.concatenate([jnp.pad(t, ((0, 0), (lo, 0))) for t, lo in zip(totals, edges)])
     return jnp.triu(upper) + jnp.triu(upper, 1).T
 
 
@@ -113,7 +129,7 @@ def _chunked(t: jax.Array, width: int) -> jax.Array:
 
 def gram(a: jax.Array) -> jax.Array:
     """a^T a (D, D) in the compute dtype; products in a's dtype."""
-    return _accumulate(_upper_gram, a, a, a.shape[1])
+    return _gram([a], [None], a.dtype)
 
 
 def centred_moments(x: jax.Array, y: jax.Array) -> Moments:
@@ -124,12 +140,13 @@ def centred_moments(x: jax.Array, y: jax.Array) -> Moments:
     stages after it run in float64 under x64 (float32 eigenvectors of a Gram with
     outlier dimensions cost up to 1e-4 of an SVCCA score; float64 ones 1e-7).
     One Gram instead of three products reads the N x D data once for the same
-    flops: x^T y rides along as the last columns. y is centred in its own dtype
-    before the cast, which keeps a one-hot's null direction at rounding level.
+    flops: x^T y rides along as the last columns. Each side is centred chunk by
+    chunk in its own dtype before the cast, which keeps a one-hot's null direction
+    at rounding level.
     """
-    xc = centre(x)
-    joint = gram(jnp.concatenate([xc, centre(y).astype(xc.dtype)], axis=1))
+    x, y = _floating(x), _floating(y)
+    joint = _gram([x, y], [_mean(x), _mean(y)], x.dtype)
     d = x.shape[1]
-    eps = float(jnp.finfo(xc.dtype).eps)
+    eps = float(jnp.finfo(x.dtype).eps)
     return Moments(n=jnp.asarray(x.shape[0], compute_dtype()), xx=joint[:d, :d],
                    yy=joint[d:, d:], xy=joint[:d, d:], xx_eps=eps, yy_eps=eps)
