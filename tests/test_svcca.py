@@ -141,8 +141,11 @@ def test_layer_variants_match_references(x64):
     labels = rng.integers(0, 4, 300)
     h += np.eye(4)[labels] @ rng.standard_normal((4, 10))
     y = np.eye(4)[labels]
+    # batch sizes 2 (the last group of 3 layers shifted back to overlap) and 1
     np.testing.assert_allclose(svcca_layers(h, y, mode="google", batch_size=2),
                                [ref.svcca_google(x, y) for x in h], atol=1e-6)
+    np.testing.assert_allclose(svcca_layers(h, y, batch_size=1),
+                               [ref.svcca_rank(x, y) for x in h], atol=1e-6)
     np.testing.assert_allclose(pwcca_layers(h, y), [ref.pwcca(x, y) for x in h], atol=1e-6)
     np.testing.assert_allclose(cka_layers(h, y), [ref.cka(x, y) for x in h], atol=1e-9)
 

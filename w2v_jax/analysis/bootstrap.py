@@ -19,6 +19,7 @@ from w2v_jax.analysis.cca import pwcca_from_moments, svcca_from_moments
 from w2v_jax.analysis.checks import as_targets, check_pair
 from w2v_jax.analysis.cka import cka_from_moments
 from w2v_jax.analysis.moments import Moments, centre, compute_dtype, cross, full_precision, gram
+from w2v_jax.analysis.sweep import map_layers
 
 METRICS: dict[str, Callable[..., jax.Array]] = {
     "svcca": svcca_from_moments,
@@ -88,7 +89,7 @@ def _bootstrap_jit(h, y, index, sizes, counts, metric, batch_size, kwargs):
                               **dict(kwargs))
         return jax.vmap(one)(counts)
 
-    return jax.lax.map(layer, h, batch_size=batch_size or h.shape[0])
+    return map_layers(layer, h, batch_size)
 
 
 def bootstrap_layers(metric: str | Callable[..., jax.Array], h: jax.Array, y: jax.Array,

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from w2v_jax.analysis.checks import as_targets, check_pair
 from w2v_jax.analysis.moments import Moments, centred_moments, full_precision
 from w2v_jax.analysis.spectral import eigh_desc, keep_mask, masked_mean, rank_mask, whitener
+from w2v_jax.analysis.sweep import map_layers
 
 MODES = ("rank", "google")
 _PINV_RCOND = 1e-15  # numpy.linalg.pinv's default, which google's code relies on
@@ -111,7 +112,7 @@ def _svcca_jit(x, y, keep, epsilon, mode):
 @partial(jax.jit, static_argnames=("mode", "batch_size"))
 def _svcca_layers_jit(h, y, keep, epsilon, mode, batch_size):
     score = lambda x: svcca_from_moments(centred_moments(x, y), keep, epsilon, mode)
-    return jax.lax.map(score, h, batch_size=batch_size or h.shape[0])
+    return map_layers(score, h, batch_size)
 
 
 @jax.jit
@@ -122,7 +123,7 @@ def _pwcca_jit(x, y, keep):
 @partial(jax.jit, static_argnames=("batch_size",))
 def _pwcca_layers_jit(h, y, keep, batch_size):
     score = lambda x: pwcca_from_moments(centred_moments(x, y), keep)
-    return jax.lax.map(score, h, batch_size=batch_size or h.shape[0])
+    return map_layers(score, h, batch_size)
 
 
 def svcca(x: jax.Array, y: jax.Array, *, keep: float = 0.99, epsilon: float = 1e-10,

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from w2v_jax.analysis.checks import as_targets, check_pair
 from w2v_jax.analysis.moments import Moments, centred_moments, full_precision
+from w2v_jax.analysis.sweep import map_layers
 
 
 @full_precision
@@ -32,7 +33,7 @@ def _cka_jit(x, y):
 @partial(jax.jit, static_argnames=("batch_size",))
 def _cka_layers_jit(h, y, batch_size):
     score = lambda x: cka_from_moments(centred_moments(x, y))
-    return jax.lax.map(score, h, batch_size=batch_size or h.shape[0])
+    return map_layers(score, h, batch_size)
 
 
 def cka(x: jax.Array, y: jax.Array) -> jax.Array:

@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from w2v_jax.analysis.sweep import map_layers
+
 
 def speaker_split(speakers: np.ndarray, *, test_fraction: float = 0.2,
                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -86,7 +88,7 @@ def _probe_layers_jit(h, labels, train, test, l2, num_classes, steps, batch_size
         weights, bias = _fit(z, onehot, w_train, l2, steps)
         return _scores(jnp.argmax(z @ weights + bias, axis=1), safe, w_test, num_classes)
 
-    return jax.lax.map(layer, h, batch_size=batch_size or h.shape[0])
+    return map_layers(layer, h, batch_size)
 
 
 def probe_layers(h: jax.Array, labels: np.ndarray, train: np.ndarray, test: np.ndarray, *,
