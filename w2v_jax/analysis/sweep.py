@@ -3,6 +3,7 @@
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 
 
 def map_layers(fn: Callable, h: jax.Array, batch_size: int | None):
@@ -18,11 +19,11 @@ def map_layers(fn: Callable, h: jax.Array, batch_size: int | None):
     batched = jax.vmap(fn)
 
     def body(group, out):
-        start = jax.numpy.minimum(group * size, layers - size)
+        start = jnp.minimum(group * size, layers - size)
         scores = batched(jax.lax.dynamic_slice_in_dim(h, start, size))
         return jax.tree.map(lambda o, s: jax.lax.dynamic_update_slice_in_dim(o, s, start, 0),
                             out, scores)
 
     shapes = jax.eval_shape(batched, jax.ShapeDtypeStruct((layers, *h.shape[1:]), h.dtype))
-    out = jax.tree.map(lambda s: jax.numpy.zeros(s.shape, s.dtype), shapes)
+    out = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
     return jax.lax.fori_loop(0, -(-layers // size), body, out)
