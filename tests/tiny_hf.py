@@ -11,3 +11,38 @@ VARIANTS = {
 def tiny_hf_config(variant: str, **overrides):
     import transformers
     return transformers.Wav2Vec2Config(**{**TINY_HF, **VARIANTS[variant], **overrides})
+
+
+def transformers_per_utterance(model, audio, mask):
+    """transformers' outputs for each utterance alone (unpadded, no mask), zero-padded into
+    a batch like ours: returns (outputs with .hidden_states, .last_hidden_state and
+    .extract_features as numpy arrays, frames per row).
+
+    Our padded batch must reproduce this on every real frame. For layer-norm models it is
+    also what transformers gives on the padded batch; for group-norm models transformers'
+    padded batch differs, because its first conv's group norm counts the padding.
+    """
+    import types
+
+    import numpy as np
+    import torch
+
+    model = model.eval()
+    lengths = mask.sum(-1)
+    frames = model._get_feat_extract_output_lengths(torch.from_numpy(lengths)).numpy()
+    with torch.no_grad():
+        rows = [model(torch.from_numpy(utterance[None, :length]), output_hidden_states=True)
+                for utterance, length in zip(audio, lengths)]
+
+    def batch(pick):
+        padded = np.zeros((len(rows), frames.max(), pick(rows[0]).shape[-1]), np.float32)
+        for i, out in enumerate(rows):
+            padded[i, :frames[i]] = pick(out)[0].numpy()
+        return padded
+
+    outputs = types.SimpleNamespace(
+        hidden_states=[batch(lambda out, i=i: out.hidden_states[i])
+                       for i in range(len(rows[0].hidden_states))],
+        last_hidden_state=batch(lambda out: out.last_hidden_state),
+        extract_features=batch(lambda out: out.extract_features))
+    return outputs, frames

@@ -17,6 +17,7 @@ class ConvLayer(nnx.Module):
         in_dim = config.conv_dim[index - 1] if index > 0 else 1
         out_dim = config.conv_dim[index]
         kernel_size = config.conv_kernel[index]
+        self.kernel_size = kernel_size
         self.stride = config.conv_stride[index]
         self.dtype = jnp.dtype(config.dtype)
         self.act = config.feat_extract_activation
@@ -34,11 +35,23 @@ class ConvLayer(nnx.Module):
         else:
             self.norm = None
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def output_length(self, length: jax.Array) -> jax.Array:
+        return (length - self.kernel_size) // self.stride + 1
+
+    def __call__(self, x: jax.Array, length: jax.Array | None = None) -> jax.Array:
+        """x (B, S, C_in) -> (B, T, C_out); `length` (B,) counts each row's real input steps."""
         x = conv1d(x, self.kernel[...].astype(self.dtype), stride=self.stride)
         if self.bias is not None:
             x = x + self.bias[...].astype(self.dtype)
-        if self.norm is not None:
+        if isinstance(self.norm, nnx.GroupNorm) and length is not None:
+            # Statistics over each row's real frames only, so a padded utterance is normalised
+            # exactly as it is alone (HF's group norm also counts the padding). A row with no
+            # real frame keeps the plain statistics rather than dividing by zero.
+            frames = self.output_length(length)
+            real = jnp.arange(x.shape[1])[None, :] < jnp.maximum(frames, 0)[:, None]
+            real = real | (frames <= 0)[:, None]
+            x = self.norm(x, mask=jnp.broadcast_to(real[:, :, None], x.shape))
+        elif self.norm is not None:
             x = self.norm(x)
         return activation(self.act)(x)
 
@@ -50,10 +63,12 @@ class FeatureEncoder(nnx.Module):
         self.conv_layers = nnx.List(
             [ConvLayer(config, i, rngs=rngs) for i in range(len(config.conv_dim))])
 
-    def __call__(self, input_values: jax.Array) -> jax.Array:
+    def __call__(self, input_values: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
         x = input_values[:, :, None]
+        length = None if attention_mask is None else jnp.sum(attention_mask.astype(jnp.int32), -1)
         for layer in self.conv_layers:
-            x = layer(x)
+            x = layer(x, length)
+            length = None if length is None else layer.output_length(length)
         return x
 
 

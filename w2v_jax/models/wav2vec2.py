@@ -26,6 +26,11 @@ class Wav2Vec2Output:
 class Wav2Vec2Model(nnx.Module):
     """Raw audio (B, S) at 16 kHz -> every hidden state.
 
+    On real frames each row of a padded batch (with its attention_mask) equals the model
+    on that utterance alone. That is transformers' semantics too, except for group-norm
+    checkpoints (wav2vec2-base, -large), whose first conv's group norm transformers
+    computes over the padding as well; here it counts the real samples only.
+
     Randomness in training (dropout, LayerDrop, SpecAugment) is drawn from the
     module's own `rngs.dropout` stream; `deterministic=True` uses none.
     """
@@ -53,7 +58,7 @@ class Wav2Vec2Model(nnx.Module):
         k_proj, k_mask, k_encoder = split_key(key, 3)
         dtype = jnp.dtype(self.config.dtype)
 
-        features = self.feature_extractor(input_values.astype(dtype))
+        features = self.feature_extractor(input_values.astype(dtype), attention_mask)
         if attention_mask is None:
             frame_mask = jnp.ones(features.shape[:2], bool)
         else:
