@@ -142,3 +142,27 @@ def test_save_model_refuses_to_overwrite(tmp_path):
     with pytest.raises(FileExistsError):
         checkpoint.save_model(model, str(tmp_path / "m"))
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no staging dir left behind
+
+
+def test_spec_augment_on_or_off_never_changes_what_loads(hf_checkpoints, tmp_path):
+    """transformers keeps masked_spec_embed only while SpecAugment is on; ours always has it."""
+    torch.manual_seed(5)
+    off = transformers.Wav2Vec2Model(tiny_hf_config("layer", mask_time_prob=0.0))
+    assert "masked_spec_embed" not in off.state_dict()
+    off.save_pretrained(tmp_path / "off")
+    loaded = load_pretrained(str(tmp_path / "off"), mask_time_prob=0.1)  # a run turning it on
+    assert loaded.masked_spec_embed[...].shape == (loaded.config.hidden_size,)
+
+    # A checkpoint holding it, loaded with SpecAugment off, keeps it and exports without it.
+    model = load_pretrained(hf_checkpoints["layer"], mask_time_prob=0.0)
+    np.testing.assert_array_equal(
+        model.masked_spec_embed[...],
+        load_file(os.path.join(hf_checkpoints["layer"], "model.safetensors"))["masked_spec_embed"])
+    save_pretrained(model, str(tmp_path / "export"))
+    _, info = transformers.Wav2Vec2Model.from_pretrained(str(tmp_path / "export"),
+                                                         output_loading_info=True)
+    assert not any(info.values()), info
+
+    # Our own model directories restore across the switch too.
+    checkpoint.save_model(model, str(tmp_path / "ours"))
+    assert_same_params(checkpoint.load_model(str(tmp_path / "ours"), mask_time_prob=0.2), model)

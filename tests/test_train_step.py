@@ -177,5 +177,8 @@ def test_eight_devices_match_one(phase2):
                         [_batch(("tone", "sex"))], sharding.make_mesh(data=4, fsdp=2))
     np.testing.assert_allclose(m8[0]["loss"], m1[0]["loss"], rtol=1e-5)
     np.testing.assert_allclose(m8[0]["grad_norm"], m1[0]["grad_norm"], rtol=1e-5)
+    # d(update)/d(gradient) reaches lr / eps = 10 for gradients near 0, so 1e-6 of gradient
+    # rounding (reductions split differently over 8 devices) may move a parameter by 1e-5;
+    # a real sharding error moves them by about lr.
     for path, value in _flat(one["params"]).items():
-        np.testing.assert_allclose(_flat(eight["params"])[path], value, rtol=1e-4, atol=1e-6, err_msg=path)
+        np.testing.assert_allclose(_flat(eight["params"])[path], value, rtol=1e-4, atol=1e-5, err_msg=path)

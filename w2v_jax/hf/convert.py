@@ -76,22 +76,38 @@ def _entries(config: Wav2Vec2Config, flax_paths):
     return list(mapping.entries(set(flax_paths), len(config.conv_dim), config.num_hidden_layers))
 
 
+_SPEC_EMBED = "masked_spec_embed"
+
+
+def _transformers_keeps_spec_embed(config: Wav2Vec2Config) -> bool:
+    """transformers' Wav2Vec2Model has masked_spec_embed only while SpecAugment is on."""
+    return config.mask_time_prob > 0.0 or config.mask_feature_prob > 0.0
+
+
 def from_state_dict(config: Wav2Vec2Config, state: dict[str, np.ndarray], *, source: str = "<state>",
                     seed: int = 0) -> Wav2Vec2Model:
-    """A model with exactly the given backbone tensors: any missing or extra key is an error."""
+    """A model with exactly the given backbone tensors: any missing or extra key is an error,
+    except masked_spec_embed, which checkpoints saved with SpecAugment off lack."""
     state = _backbone_state(state, source)
     abstract = nnx.eval_shape(lambda: Wav2Vec2Model(config, rngs=nnx.Rngs(seed)))
     graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
     shapes = {"/".join(map(str, path)): var.shape for path, var in nnx.to_flat_state(params)}
     entries = _entries(config, shapes)
     expected = {hf for hf, *_ in entries}
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    fresh = {_SPEC_EMBED} - set(state)
+    if fresh:
+        logging.info("%s has no %s (SpecAugment was off): initialised at random, as transformers "
+                     "does", source, _SPEC_EMBED)
+    missing, unexpected = sorted(expected - set(state) - fresh), sorted(set(state) - expected)
     if missing or unexpected:
         raise CheckpointError(f"{source}: backbone keys do not match the config "
                               f"(missing: {missing or 'none'}; unexpected: {unexpected or 'none'})")
     values: dict[str, np.ndarray] = {}
     stacked: dict[str, list] = {}
     for hf, flax, layer, transform in entries:
+        if hf in fresh:
+            values[flax] = jax.random.uniform(jax.random.key(seed), shapes[flax])
+            continue
         value = mapping.to_flax(state[hf], transform)
         if layer is None:
             values[flax] = value
@@ -116,6 +132,8 @@ def to_state_dict(model: Wav2Vec2Model) -> dict[str, np.ndarray]:
     renamed = {old: new for new, old in mapping.NEW_WEIGHT_NORM_KEYS.items()}
     state = {}
     for hf, flax, layer, transform in _entries(model.config, params):
+        if hf == _SPEC_EMBED and not _transformers_keeps_spec_embed(model.config):
+            continue
         value = np.asarray(jax.device_get(params[flax]), np.float32)
         if layer is not None:
             value = value[layer]

@@ -42,7 +42,7 @@ def span_mask(key: jax.Array, lengths: jax.Array, size: int, prob: float, span: 
 
 
 def apply_spec_augment(key: jax.Array, hidden: jax.Array, frame_mask: jax.Array,
-                       masked_embed: jax.Array | None, config) -> jax.Array:
+                       masked_embed: jax.Array, config) -> jax.Array:
     """Time spans replaced by the learned mask embedding, channel spans zeroed (HF order)."""
     k_time, k_feature = jax.random.split(key)
     batch, frames, channels = hidden.shape

@@ -39,10 +39,9 @@ class Wav2Vec2Model(nnx.Module):
         self.config = config
         self.feature_extractor = FeatureEncoder(config, rngs=rngs)
         self.feature_projection = FeatureProjection(config, rngs=rngs)
-        if config.mask_time_prob > 0.0 or config.mask_feature_prob > 0.0:
-            self.masked_spec_embed = nnx.Param(jax.random.uniform(rngs.params(), (config.hidden_size,)))
-        else:
-            self.masked_spec_embed = None
+        # Always present (transformers keeps it only while SpecAugment is on), so turning
+        # SpecAugment on or off never changes the parameter tree of a checkpoint.
+        self.masked_spec_embed = nnx.Param(jax.random.uniform(rngs.params(), (config.hidden_size,)))
         self.encoder = Encoder(config, rngs=rngs)
         self.rngs = rngs
 
@@ -65,8 +64,8 @@ class Wav2Vec2Model(nnx.Module):
             frame_mask = self.frame_mask(attention_mask, features.shape[1])
         hidden, extract_features = self.feature_projection(features, k_proj, deterministic)
         if not deterministic and self.config.apply_spec_augment:
-            embed = None if self.masked_spec_embed is None else self.masked_spec_embed[...]
-            hidden = apply_spec_augment(k_mask, hidden, frame_mask, embed, self.config)
+            hidden = apply_spec_augment(k_mask, hidden, frame_mask, self.masked_spec_embed[...],
+                                        self.config)
         last, hidden_states = self.encoder(hidden, frame_mask, k_encoder, deterministic,
                                            output_hidden_states)
         return Wav2Vec2Output(last_hidden_state=last, hidden_states=hidden_states,
