@@ -35,6 +35,7 @@ flags.DEFINE_bool("remat", False, "Our remat switch.")
 flags.DEFINE_float("peak_tflops", 989.0, "Device peak TFLOP/s for MFU (H100/H200 bf16 dense).")
 FLAGS = flags.FLAGS
 CLASSES = 5
+TORCH_ADAMW = dict(lr=5e-5, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)  # torch's defaults, lr ours
 
 
 def step_flops(config, batch: int, samples: int) -> float:
@@ -66,6 +67,11 @@ def ours(config, hf_state, audio, mask, labels):
 
     train_config = default_config()
     train_config.data.dir = "unused"
+    # torch.optim.AdamW's defaults, as the PyTorch side uses them (no clipping on either side).
+    train_config.optimizer.update(name="adamw", learning_rate=TORCH_ADAMW["lr"],
+                                  b1=TORCH_ADAMW["betas"][0], b2=TORCH_ADAMW["betas"][1],
+                                  eps=TORCH_ADAMW["eps"], weight_decay=TORCH_ADAMW["weight_decay"],
+                                  clip_norm=0.0)
     model = FrameClassifier(from_state_dict(config, hf_state, source="bench"), ("tone",),
                             rngs=nnx.Rngs(0))
     _, params, rng = S.split_model(model)
@@ -97,7 +103,7 @@ def pytorch(config, audio, mask, labels, torch_model):
     torch_model.train()
     torch_model.freeze_feature_encoder()
     optimizer = torch.optim.AdamW([p for p in torch_model.parameters() if p.requires_grad]
-                                  + list(head.parameters()), lr=5e-5)
+                                  + list(head.parameters()), **TORCH_ADAMW)
     inputs = torch.from_numpy(audio), torch.from_numpy(mask)
     target = torch.from_numpy(labels).long()
 
