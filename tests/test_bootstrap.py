@@ -55,3 +55,48 @@ def test_bootstrap_rejects_bad_groups(data):
         bootstrap_layers("svcca", h, labels, np.zeros(len(labels)))
     with pytest.raises(ValueError, match="one speaker per sample"):
         bootstrap_layers("svcca", h, labels, groups[:-1])
+
+
+def sex_by_speaker(sizes):
+    """Speakers 0..S-1 of the given sizes, sex = speaker % 2, layer 1 carries sex."""
+    rng = np.random.default_rng(3)
+    groups = np.repeat(np.arange(len(sizes)), sizes)
+    sex = groups % 2
+    h = rng.standard_normal((2, len(groups), 8)).astype(np.float32)
+    h[1] += sex[:, None]
+    return h, sex, groups
+
+
+def single_sex_resamples(seed, speakers, num_samples):
+    """Which resamples draw speakers of one sex only (their sex labels have no variance)."""
+    counts = np.asarray(resample_counts(jax.random.key(seed), speakers, num_samples))
+    return (counts[:, 0::2].sum(1) == 0) | (counts[:, 1::2].sum(1) == 0)
+
+
+def test_degenerate_resamples_are_left_out_of_the_interval(caplog):
+    # Uneven speakers: a single-sex resample then scores rounding noise near 0, not NaN.
+    h, sex, groups = sex_by_speaker([37, 51, 29, 63, 44, 58])
+    degenerate = single_sex_resamples(0, 6, 40)
+    assert degenerate.sum() == 3  # the seed gives some
+    out = bootstrap_layers("svcca", h, sex, groups, num_samples=40, seed=0)
+    np.testing.assert_array_equal(out["degenerate"], [3, 3])
+    valid = out["samples"][~degenerate]
+    assert np.isnan(out["samples"][degenerate]).all() and np.isfinite(valid).all()
+    np.testing.assert_allclose(out["low"], np.quantile(valid, 0.025, axis=0))
+    np.testing.assert_allclose(out["high"], np.quantile(valid, 0.975, axis=0))
+    np.testing.assert_allclose(out["mean"], valid.mean(0))
+    assert "3 of 40 resamples of 6 speakers are degenerate" in caplog.text
+
+
+def test_mostly_degenerate_resamples_raise():
+    h, sex, groups = sex_by_speaker([60, 60])
+    assert single_sex_resamples(6, 2, 4).sum() == 3
+    with pytest.raises(ValueError, match="3 of 4 resamples of 2 speakers are degenerate"):
+        bootstrap_layers("svcca", h, sex, groups, num_samples=4, seed=6)
+
+
+@pytest.mark.parametrize("keep", [0.0, 1.5])
+def test_bootstrap_rejects_keep_outside_the_unit_interval(data, keep):
+    h, labels, groups = data
+    with pytest.raises(ValueError, match="keep must lie in"):
+        bootstrap_layers("svcca", h, labels, groups, num_samples=2, keep=keep)

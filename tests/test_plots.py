@@ -17,6 +17,11 @@ def test_layer_scores_figure(tmp_path):
     assert b"<svg" in paths[1].read_bytes()[:500]
 
 
+def test_layer_scores_figure_needs_curves(tmp_path):
+    with pytest.raises(ValueError, match=r"no score curves to plot for model\(s\) \['empty'\]"):
+        plot_layer_scores({"full": {"tone": np.ones(3)}, "empty": {}}, tmp_path / "svcca")
+
+
 def test_pca_matches_numpy_svd():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((200, 5)) * [5, 3, 1, 0.5, 0.1] + 2

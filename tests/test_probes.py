@@ -56,3 +56,15 @@ def test_probe_rejects_bad_input():
         probe_layers(h * np.nan, labels, train, test)
     with pytest.raises(ValueError, match="shape"):
         probe_layers(h, labels[:-1], train, test)
+
+
+def test_probe_rejects_labels_it_cannot_score():
+    rng = np.random.default_rng(3)
+    spk, labels, noise, _ = corpus(rng, speakers=4, per=10, classes=3)
+    h = noise[None].astype(np.float32)
+    train, test = speaker_split(spk, seed=0)
+    one_class = np.where(np.arange(len(labels)) % 3 == 0, -1, 2)  # -1 is masked, not a class
+    with pytest.raises(ValueError, match="only class 2"):  # else accuracy and F1 would be 1.0
+        probe_layers(h, one_class, train, test)
+    with pytest.raises(ValueError, match="labels reach class 2 but num_classes is 2"):
+        probe_layers(h, labels, train, test, num_classes=2)

@@ -5,11 +5,14 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
 from w2v_jax.analysis import store as store_lib
-from w2v_jax.analysis.report import label_rows, score_store, write_report
+from w2v_jax.analysis.bootstrap import resample_counts
+from w2v_jax.analysis.probes import speaker_split
+from w2v_jax.analysis.report import label_rows, score_store, score_table, write_report
 from w2v_jax.data import labels as L
 
 NUM_LAYERS, DIM, SPEAKERS, PER_SPEAKER = 4, 8, 6, 60
@@ -82,3 +85,79 @@ def test_analyze_cli(store, tmp_path):
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert set(scores["rising"]["tone"]) >= {"svcca", "samples", "classes"}
     assert set(L.INVENTORIES) >= set(scores["rising"])
+
+
+def rewrite_layer(store, layer, change):
+    path = os.path.join(store.directory, "part-000", store_lib.layer_file(layer))
+    np.save(path, change(np.load(path)))
+
+
+def test_layer_rows_must_match_the_segment_table(tmp_path):
+    store = make_store(str(tmp_path / "extra"))
+    n = len(store)
+    rewrite_layer(store, 1, lambda x: np.concatenate([x, x[:50]]))
+    with pytest.raises(ValueError, match=rf"extra/part-000/layer_01.npy has {n + 50} rows, "
+                                         rf"but segments.csv has {n} segments"):
+        score_store(store, label_sets=("tone",), probes=False)
+    rewrite_layer(store, 1, lambda x: x[:100])
+    with pytest.raises(ValueError, match=rf"layer_01.npy has 100 rows, but segments.csv has {n}"):
+        store.layer(1, np.arange(n))
+
+
+def test_store_count_must_match_the_segment_table(tmp_path):
+    store = make_store(str(tmp_path / "counted"))
+    path = os.path.join(store.directory, store_lib.STORE_FILE)
+    with open(path, "w") as f:
+        json.dump({**store.info, "count": len(store) + 1}, f)
+    with pytest.raises(ValueError, match=rf"counted: store.json says {len(store) + 1} segments "
+                                         rf"but segments.csv has {len(store)} rows"):
+        store_lib.Store(store.directory)
+
+
+def test_nan_error_names_store_layer_and_label_set(tmp_path):
+    store = make_store(str(tmp_path / "broken"))
+    rewrite_layer(store, 2, lambda x: np.where(np.arange(len(x))[:, None] == 7, np.nan, x))
+    with pytest.raises(ValueError, match=r"broken: label set 'sex', layer_02.npy: x contains NaN"):
+        score_store(store, label_sets=("sex",), probes=False)
+
+
+def test_label_sets_that_cannot_be_scored_are_skipped(tmp_path, caplog):
+    store = make_store(str(tmp_path / "one-sex"))
+    store.table["sex"][:] = 0
+    scores = score_store(store, label_sets=("tone", "sex"), probes=False)
+    assert list(scores) == ["tone"]
+    assert "one-sex: sex has 1 class(es)" in caplog.text
+    # 12 segments of 5 tones cannot fill 8 dimensions: when nothing is left, say why for each
+    with pytest.raises(ValueError, match=r"one-sex: no label set could be scored: tone has 12 "
+                                         r"segments, too few for 8 dimensions and \d classes; "
+                                         r"sex has 1 class\(es\)"):
+        score_store(store, label_sets=("tone", "sex"), max_samples=12)
+
+
+def test_probe_skipped_with_a_warning_when_training_speakers_lack_a_class(tmp_path, caplog):
+    store = make_store(str(tmp_path / "rare"))
+    rows, _ = label_rows(store, "final")
+    _, test = speaker_split(store.table["speaker"][rows], test_fraction=0.25, seed=0)
+    store.table["final"][rows[test][0]] = 6  # a final only a held-out speaker says
+    scores = score_store(store, label_sets=("final",))
+    assert "probe_accuracy" not in scores["final"] and "svcca" in scores["final"]
+    assert f"final: classes ['{L.INVENTORIES['final'][6]}'] occur only in held-out" in caplog.text
+
+
+def test_bootstrap_interval_leaves_out_single_sex_resamples(store, caplog):
+    """Sex is speaker % 2 over 6 speakers: a resample draws one sex only with p = 1/32."""
+    counts = np.asarray(resample_counts(jax.random.key(0), SPEAKERS, 40))  # speakers sorted
+    single_sex = np.sum((counts[:, 0::2].sum(1) == 0) | (counts[:, 1::2].sum(1) == 0))
+    assert single_sex > 0
+    sex = score_store(store, label_sets=("sex",), probes=False, bootstrap=40, seed=0)["sex"]
+    np.testing.assert_array_equal(sex["svcca_degenerate"], np.full(NUM_LAYERS, single_sex))
+    assert np.isfinite(sex["svcca_low"]).all() and np.all(sex["svcca_low"] <= sex["svcca_high"])
+    assert "resamples of 6 speakers are degenerate" in caplog.text
+
+
+def test_report_of_a_metric_other_than_svcca(store, tmp_path):
+    scores = {"rising": score_store(store, label_sets=("tone",), metrics=("cka",), probes=False)}
+    text = open(write_report(scores, {"rising": store}, str(tmp_path), projection_layers=())).read()
+    assert "![CKA per layer](cka_layers.png)" in text and "SVCCA" not in text
+    with pytest.raises(ValueError, match=r"no svcca scores to tabulate for \['rising'\]"):
+        score_table(scores)

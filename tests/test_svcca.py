@@ -132,7 +132,13 @@ def test_kept_dimensions_do_not_recompile(x64):
     np.testing.assert_allclose(got, [ref.svcca_rank(layer, y) for layer in h], atol=1e-6)
     svcca_layers(h[::-1], y, keep=0.9)
     svcca_layers(2.0 * h, y, keep=0.5)
+    svcca_layers(h, y, keep=1)  # an int keep shares the float program
+    svcca_layers(h, y, keep=1.0)
     assert cca_module._svcca_layers_jit._cache_size() == 1
+    cca_module._pwcca_layers_jit.clear_cache()
+    pwcca_layers(h, y, keep=1)
+    pwcca_layers(h, y, keep=0.9)
+    assert cca_module._pwcca_layers_jit._cache_size() == 1
 
 
 def test_layer_variants_match_references(x64):
@@ -194,6 +200,16 @@ def test_bad_input_raises(case, fn):
     bx, by = make(x.astype(np.float32), np.eye(3, dtype=np.float32)[labels])
     with pytest.raises(ValueError, match=message):
         fn(bx, by)
+
+
+@pytest.mark.parametrize("keep", [0, -0.5, 1.5, 5.0, np.nan])
+@pytest.mark.parametrize("fn", [svcca, svcca_layers, pwcca, pwcca_layers])
+def test_keep_outside_the_unit_interval_raises(fn, keep):
+    """Unchecked, keep > 1 acted as 1 and keep <= 0 or NaN kept a single direction."""
+    rng = np.random.default_rng(0)
+    x, labels = labelled(rng, 60, 4, 3)
+    with pytest.raises(ValueError, match="keep must lie in"):
+        fn(x[None] if fn in (svcca_layers, pwcca_layers) else x, labels, keep=keep)
 
 
 def test_bad_layers_and_labels_raise():

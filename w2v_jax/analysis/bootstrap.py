@@ -14,9 +14,10 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from w2v_jax.analysis.cca import pwcca_from_moments, svcca_from_moments
-from w2v_jax.analysis.checks import as_targets, check_pair
+from w2v_jax.analysis.checks import as_targets, check_keep, check_pair
 from w2v_jax.analysis.cka import cka_from_moments
 from w2v_jax.analysis.moments import Moments, centre, compute_dtype, cross, full_precision, gram
 from w2v_jax.analysis.sweep import map_layers
@@ -44,6 +45,17 @@ def _group_layout(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     for g, (s, z) in enumerate(zip(starts, sizes)):
         index[g, :z] = order[s:s + z]
     return index, sizes
+
+
+def _constant_targets(y: np.ndarray, index: np.ndarray, sizes: np.ndarray,
+                      counts: np.ndarray) -> np.ndarray:
+    """(num_samples,) bool: whether each resample's targets are one constant row."""
+    constant = np.array([np.all(y[rows[:size]] == y[rows[0]]) for rows, size in zip(index, sizes)])
+    value = np.unique(y[index[:, 0]], axis=0, return_inverse=True)[1].ravel()  # equal rows, one id
+    drawn = counts > 0
+    lowest = np.where(drawn, value, value.max()).min(axis=1)
+    highest = np.where(drawn, value, value.min()).max(axis=1)
+    return np.all(constant | ~drawn, axis=1) & (lowest == highest)
 
 
 def _by_group(a: jax.Array, index: jax.Array) -> jax.Array:
@@ -109,7 +121,13 @@ def bootstrap_layers(metric: str | Callable[..., jax.Array], h: jax.Array, y: ja
 
     Returns:
       dict of numpy arrays: "point" (L,) the full-data score; "mean", "low",
-      "high" (L,) the bootstrap mean and percentile interval; "samples" (B, L).
+      "high" (L,) the bootstrap mean and percentile interval over the resamples
+      that are not degenerate (see the module docstring); "samples" (B, L), NaN
+      for degenerate resamples; "degenerate" (L,) how many resamples were left out.
+
+    Raises:
+      ValueError: bad groups, ci or keep; or more than half of the resamples
+        degenerate (e.g. too few speakers of each class).
     """
     h, y = jnp.asarray(h), as_targets(y)
     check_pair(h, y, batch_dims=1)
@@ -122,12 +140,29 @@ def bootstrap_layers(metric: str | Callable[..., jax.Array], h: jax.Array, y: ja
         raise ValueError("bootstrap over speakers needs at least 2 distinct groups")
     if not 0 < ci < 1:
         raise ValueError(f"ci must lie in (0, 1), got {ci}")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+    if "keep" in metric_kwargs:
+        metric_kwargs["keep"] = check_keep(metric_kwargs["keep"])
     counts = resample_counts(jax.random.key(seed), len(sizes), num_samples)
     counts = jnp.concatenate([jnp.ones((1, len(sizes)), counts.dtype), counts])
     scores = np.asarray(_bootstrap_jit(h, y, jnp.asarray(index), jnp.asarray(sizes), counts,
                                        metric, batch_size,
                                        tuple(sorted(metric_kwargs.items())))).T
-    tail = (1.0 - ci) / 2.0
     boot = scores[1:]
-    return {"point": scores[0], "mean": boot.mean(0), "low": np.quantile(boot, tail, axis=0),
-            "high": np.quantile(boot, 1.0 - tail, axis=0), "samples": boot}
+    constant = _constant_targets(np.asarray(y), index, sizes, np.asarray(counts[1:]))
+    # A non-finite score is undefined as well, whatever the cause.
+    boot = np.where(constant[:, None] | ~np.isfinite(boot), np.nan, boot)
+    degenerate = np.sum(np.isnan(boot), axis=0)
+    worst = int(degenerate.max())
+    what = (f"speaker bootstrap: {worst} of {num_samples} resamples of {len(sizes)} speakers "
+            "are degenerate (targets without variance, e.g. every speaker drawn holds one class)")
+    if worst * 2 > num_samples:
+        raise ValueError(f"{what}, too many for an interval; use more speakers of each class")
+    if worst:
+        logging.warning("%s; the interval uses the other %d", what, num_samples - worst)
+    tail = (1.0 - ci) / 2.0
+    return {"point": scores[0], "mean": np.nanmean(boot, axis=0),
+            "low": np.nanquantile(boot, tail, axis=0),
+            "high": np.nanquantile(boot, 1.0 - tail, axis=0), "samples": boot,
+            "degenerate": degenerate}

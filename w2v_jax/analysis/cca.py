@@ -12,7 +12,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from w2v_jax.analysis.checks import as_targets, check_pair
+from w2v_jax.analysis.checks import as_targets, check_keep, check_pair
 from w2v_jax.analysis.moments import Moments, centred_moments, full_precision
 from w2v_jax.analysis.spectral import eigh_desc, keep_mask, masked_mean, rank_mask, whitener
 from w2v_jax.analysis.sweep import map_layers
@@ -136,7 +136,7 @@ def svcca(x: jax.Array, y: jax.Array, *, keep: float = 0.99, epsilon: float = 1e
         integer labels are one-hot encoded with classes 0..max. The ignore label
         -1 is rejected: drop those samples first.
       keep: fraction of x's variance (squared singular values) the kept top-k
-        directions must reach; traced, so changing it does not recompile.
+        directions must reach, in (0, 1]; traced, so changing it does not recompile.
       epsilon: google mode only: the ridge and the remove_small cut of
         get_cca_similarity. Rank mode uses dtype-relative rank tolerances instead.
       mode: "rank" averages the min(k, rank(centred y)) leading correlations, so C
@@ -150,14 +150,15 @@ def svcca(x: jax.Array, y: jax.Array, *, keep: float = 0.99, epsilon: float = 1e
       stages run in that dtype; the N x D x D Gram runs in x's dtype.
 
     Raises:
-      ValueError: different sample counts, NaN/inf, y without variance (a single
-        class), or N <= Dx + Dy (too few samples). Checked on concrete arrays only.
+      ValueError: keep outside (0, 1], different sample counts, NaN/inf, y without
+        variance (a single class), or N <= Dx + Dy (too few samples). Checked on
+        concrete arrays only.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     x, y = jnp.asarray(x), as_targets(y)
     check_pair(x, y)
-    return _svcca_jit(x, y, keep, epsilon, mode)
+    return _svcca_jit(x, y, check_keep(keep), float(epsilon), mode)
 
 
 def svcca_layers(h: jax.Array, y: jax.Array, *, keep: float = 0.99, epsilon: float = 1e-10,
@@ -171,7 +172,7 @@ def svcca_layers(h: jax.Array, y: jax.Array, *, keep: float = 0.99, epsilon: flo
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     h, y = jnp.asarray(h), as_targets(y)
     check_pair(h, y, batch_dims=1)
-    return _svcca_layers_jit(h, y, keep, epsilon, mode, batch_size)
+    return _svcca_layers_jit(h, y, check_keep(keep), float(epsilon), mode, batch_size)
 
 
 def pwcca(x: jax.Array, y: jax.Array, *, keep: float = 1.0) -> jax.Array:
@@ -186,7 +187,7 @@ def pwcca(x: jax.Array, y: jax.Array, *, keep: float = 1.0) -> jax.Array:
     """
     x, y = jnp.asarray(x), as_targets(y)
     check_pair(x, y)
-    return _pwcca_jit(x, y, keep)
+    return _pwcca_jit(x, y, check_keep(keep))
 
 
 def pwcca_layers(h: jax.Array, y: jax.Array, *, keep: float = 1.0,
@@ -194,4 +195,4 @@ def pwcca_layers(h: jax.Array, y: jax.Array, *, keep: float = 1.0,
     """`pwcca` of every layer of h (L, N, D) against y, in one jit; returns (L,)."""
     h, y = jnp.asarray(h), as_targets(y)
     check_pair(h, y, batch_dims=1)
-    return _pwcca_layers_jit(h, y, keep, batch_size)
+    return _pwcca_layers_jit(h, y, check_keep(keep), batch_size)

@@ -46,6 +46,21 @@ def as_targets(y: jax.Array) -> jax.Array:
     return y
 
 
+def check_keep(keep: float | jax.Array) -> float | jax.Array:
+    """The SVD step's variance fraction as a float in (0, 1]; a tracer passes unchecked.
+
+    Out-of-range values would not fail in the kernel: keep > 1 acts as 1, and keep <= 0
+    or NaN keeps one direction. A Python float (not an int) keeps keep=1 and keep=1.0
+    on one compiled program.
+    """
+    if not _concrete(keep):
+        return keep
+    value = float(keep)
+    if not 0.0 < value <= 1.0:  # also rejects NaN
+        raise ValueError(f"keep must lie in (0, 1] (a fraction of x's variance), got {keep!r}")
+    return value
+
+
 def _concrete(a: jax.Array) -> bool:
     return not isinstance(a, jax.core.Tracer)
 

@@ -37,6 +37,9 @@ def plot_layer_scores(scores: dict[str, dict[str, np.ndarray]], out: str | Path,
     output); intervals, if given, holds (low, high) arrays with the same keys,
     drawn as shaded bands. The y axis is fixed to [0, 1] so panels compare.
     """
+    empty = [model for model, curves in scores.items() if not curves]
+    if not scores or empty:
+        raise ValueError(f"no score curves to plot for model(s) {empty or 'none given'}")
     models = list(scores)
     fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.4), sharey=True,
                              squeeze=False)

@@ -100,12 +100,16 @@ def probe_layers(h: jax.Array, labels: np.ndarray, train: np.ndarray, test: np.n
       h: (L, N, D) float embeddings; labels: (N,) integer classes, -1 = ignore
         (masked out of training and scoring); train, test: (N,) boolean masks,
         e.g. from `speaker_split` (they must not overlap).
-      num_classes: defaults to labels.max() + 1; l2: penalty on the weights
+      num_classes: at least labels.max() + 1 (the default); l2: penalty on the weights
         (of standardised features); steps: L-BFGS iterations; batch_size:
         layers trained together (memory), None for all.
 
     Returns:
       {"accuracy": (L,), "macro_f1": (L,)} on the test samples, numpy arrays.
+
+    Raises:
+      ValueError: bad shapes or masks, NaN/inf, labels beyond num_classes, or
+        training samples of fewer than 2 classes.
     """
     h, labels = jnp.asarray(h), np.asarray(labels)
     train, test = np.asarray(train, bool), np.asarray(test, bool)
@@ -120,9 +124,16 @@ def probe_layers(h: jax.Array, labels: np.ndarray, train: np.ndarray, test: np.n
         raise ValueError("train and test masks overlap")
     if not np.any(train & (labels >= 0)) or not np.any(test & (labels >= 0)):
         raise ValueError("train and test must each hold labelled samples")
+    if num_classes is None:
+        num_classes = int(labels.max()) + 1
+    if labels.max() >= num_classes:  # jax's one_hot would make those rows all zero
+        raise ValueError(f"labels reach class {labels.max()} but num_classes is {num_classes}")
+    trained = np.unique(labels[train & (labels >= 0)])
+    if len(trained) < 2:  # a one-class probe is trivially right on that class
+        raise ValueError(f"the training samples hold only class {trained[0]}: a probe needs "
+                         "at least 2 classes")
     if not bool(jnp.isfinite(h).all()):
         raise ValueError("h contains NaN or inf")
-    num_classes = num_classes or int(labels.max()) + 1
     acc, f1 = _probe_layers_jit(h, jnp.asarray(labels), jnp.asarray(train), jnp.asarray(test),
                                 l2, num_classes, steps, batch_size)
     return {"accuracy": np.asarray(acc), "macro_f1": np.asarray(f1)}

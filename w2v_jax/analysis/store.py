@@ -79,13 +79,23 @@ class Store:
         self.parts = sorted(glob.glob(os.path.join(directory, "part-*")))
         self.table = read_table(os.path.join(directory, SEGMENTS_FILE))
         self.num_layers = int(self.info["num_layers"])  # hidden states: num_hidden_layers + 1
+        if "count" in self.info and self.info["count"] != len(self):
+            raise ValueError(f"{directory}: {STORE_FILE} says {self.info['count']} segments but "
+                             f"{SEGMENTS_FILE} has {len(self)} rows")
 
     def __len__(self) -> int:
         return len(self.table["utterance"])
 
     def layer(self, layer: int | str, rows: np.ndarray | None = None) -> np.ndarray:
         """One layer's embeddings as float32, (N, D), optionally only `rows`."""
-        parts = [np.load(os.path.join(p, layer_file(layer)), mmap_mode="r") for p in self.parts]
+        paths = [os.path.join(p, layer_file(layer)) for p in self.parts]
+        parts = [np.load(path, mmap_mode="r") for path in paths]
+        # Row i must be segment i: extra or missing rows would silently pair embeddings
+        # with the wrong labels (or fail later with a bare IndexError).
+        if sum(len(part) for part in parts) != len(self):
+            held = ", ".join(f"{path} has {len(part)}" for path, part in zip(paths, parts))
+            raise ValueError(f"{self.directory}: {layer_file(layer)} and {SEGMENTS_FILE} disagree: "
+                             f"{held} rows, but {SEGMENTS_FILE} has {len(self)} segments")
         data = np.concatenate(parts) if len(parts) > 1 else parts[0]
         if rows is not None:
             data = data[rows]
