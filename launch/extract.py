@@ -5,9 +5,14 @@ r"""Every hidden state at the central frame of every segment of a split, into an
   python -m launch.extract --corpus_dir=/tmp/synthetic --init=random --out=emb/random
 
 A finished store of the same model and split is reused; an interrupted one resumes.
+Multi-host, as launch.train: SLURM and TPU pods are detected; otherwise pass
+--coordinator_address, --num_processes and --process_id to every process. Each process
+extracts its share of every batch; OUT must be on a filesystem every process sees.
 """
 
 from absl import app, flags
+
+from launch import multihost
 
 flags.DEFINE_string("data_dir", None, "Prepared dataset (launch.prepare_data).")
 flags.DEFINE_string("corpus_dir", None, "Or an AISHELL-1-layout corpus read into memory (small corpora).")
@@ -29,6 +34,8 @@ def main(argv):
     from w2v_jax.logs import quiet_library_logs
 
     quiet_library_logs()
+    import jax
+
     from w2v_jax.analysis.extract import extract
     from w2v_jax.checkpoint import load_backbone
     from w2v_jax.data import corpus_split, open_prepared
@@ -39,6 +46,7 @@ def main(argv):
         raise app.UsageError("give exactly one of --checkpoint, --hf_dir, --init=random")
     if bool(FLAGS.data_dir) == bool(FLAGS.corpus_dir):
         raise app.UsageError("give exactly one of --data_dir, --corpus_dir")
+    multihost.initialize()
     model = load_backbone(sources[0], preset=FLAGS.preset, dtype=FLAGS.compute_dtype)
     if FLAGS.data_dir:
         data = open_prepared(FLAGS.data_dir, FLAGS.split, model.config)
@@ -47,7 +55,9 @@ def main(argv):
                             alignments_dir=FLAGS.alignments_dir)
     store = extract(model, data, FLAGS.out, batch_size=FLAGS.batch_size, dtype=FLAGS.dtype,
                     description=sources[0])
-    print(f"{FLAGS.out}: {len(store)} segments x {store.num_layers} layers ({FLAGS.dtype})")
+    if jax.process_index() == 0:
+        print(f"{FLAGS.out}: {len(store)} segments x {store.num_layers} layers ({FLAGS.dtype}), "
+              f"{jax.process_count()} process(es)")
 
 
 if __name__ == "__main__":

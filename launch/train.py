@@ -13,15 +13,14 @@ Multi-host: SLURM and TPU pods are detected; otherwise pass --coordinator_addres
 from absl import app, flags
 from ml_collections import config_flags
 
+from launch import multihost
+
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py:ARG).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, exported backbone.",
                     required=True)
 flags.DEFINE_string("export_backbone", None,
                     "Instead of training: write the backbone of --export_step to this model dir.")
 flags.DEFINE_string("export_step", "best", "'best' (by the dev metric), 'latest' or a step number.")
-flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host, no SLURM/TPU).")
-flags.DEFINE_integer("num_processes", None, "Processes in the run (with --coordinator_address).")
-flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
 FLAGS = flags.FLAGS
 
 
@@ -30,14 +29,14 @@ def main(argv):
     from w2v_jax.logs import quiet_library_logs
 
     quiet_library_logs()
-    from w2v_jax.train import distributed, export_backbone, train
+    from w2v_jax.train import export_backbone, train
 
     if FLAGS.export_backbone:
         export_backbone(FLAGS.workdir, FLAGS.export_backbone, FLAGS.export_step)
         return
     if FLAGS.config is None:
         raise app.UsageError("--config=configs/FILE.py:ARG is required for training")
-    distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    multihost.initialize()
     summary = train(FLAGS.config, FLAGS.workdir)
     print(f"stopped at step {summary['step']}: {summary['stopped']}")
 

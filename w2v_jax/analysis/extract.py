@@ -35,14 +35,49 @@ _DTYPES = ("float32", "bfloat16")
 _LAYERS_SPEC = P(None, sharding.BATCH_AXES)  # (layers, batch, segments, dim)
 
 
-def _fingerprint(model: Wav2Vec2Model, data: DatasetSplit, dtype: str, batch_size: int) -> str:
-    """Identifies what a store holds: the model (config and weights), the split, the format."""
-    params = jax.tree.leaves(nnx.state(model, nnx.Param))
-    checksum = [float(jnp.sum(p.astype(jnp.float32) ** 2)) for p in params]
-    spec = {"config": model.config.to_dict(), "weights": [f"{c:.6e}" for c in checksum],
-            "split": data.split, "examples": len(data), "segments": int(data.num_segments.sum()),
-            "dtype": dtype, "batch_size": batch_size, "inventories": L.inventories()}
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+def _digest(*chunks: bytes) -> str:
+    """sha256 of the chunks, each prefixed by its length so that no two splits of the bytes agree."""
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(len(chunk).to_bytes(8, "little") + chunk)
+    return digest.hexdigest()
+
+
+def _weights_digest(model: Wav2Vec2Model) -> str:
+    """sha256 of every parameter's path, dtype, shape and bytes (in the state's sorted key
+    order): any changed weight, not only a changed norm, gives another digest."""
+    digest = hashlib.sha256()
+    for path, value in jax.tree_util.tree_flatten_with_path(nnx.state(model, nnx.Param))[0]:
+        array = np.ascontiguousarray(jax.device_get(value))
+        digest.update(f"{jax.tree_util.keystr(path)} {array.dtype} {array.shape}\n".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _fingerprint(model: Wav2Vec2Model, data: DatasetSplit, dtype: str) -> dict[str, str]:
+    """What a store holds, by part, so that a mismatch can say which part differs: the model
+    (config, compute dtype included, and every weight), the split (its name, each utterance's
+    length and segment count, the label inventories) and the stored dtype."""
+    config = json.dumps(model.config.to_dict(), sort_keys=True).encode()
+    labels = json.dumps(L.inventories(), sort_keys=True).encode()
+    return {"model": _digest(config, _weights_digest(model).encode()),
+            "split": _digest(data.split.encode(), data.lengths.astype(np.int64).tobytes(),
+                            data.num_segments.astype(np.int64).tobytes(), labels),
+            "dtype": dtype}
+
+
+def _layout(batches: Batches, plan: Sequence[np.ndarray]) -> dict:
+    """How this process's rows are laid out: progress counts batches of exactly this plan."""
+    return {"processes": batches.process_count, "batch_size": batches.batch_size,
+            "digest": _digest(*(np.asarray(b, np.int64).tobytes() for b in plan))}
+
+
+def _mismatch(expected: dict, found) -> str | None:
+    """None if `found` (a stored fingerprint) is `expected`; else how it differs, for an error."""
+    if not isinstance(found, dict):
+        return "under an older fingerprint (no weight hash)"
+    differing = [k for k in expected if found.get(k) != expected[k]]
+    return f"of another {' and '.join(differing)}" if differing else None
 
 
 def _write_json(path: str, value) -> None:
@@ -78,43 +113,55 @@ def extract(model: Wav2Vec2Model, data: DatasetSplit, out: str, *, batch_size: i
             checkpoint_every: int = 20) -> store_lib.Store:
     """Write (or resume, or reuse) the embedding store of `data` under `out`.
 
-    A finished store of the same model, split and format is returned as is; one of
-    anything else is an error (remove it or choose another `out`).
+    A finished store of the same model, split and dtype is returned as is, whatever the
+    batch size and process count that wrote it; one of anything else is an error (remove
+    it or choose another `out`). An unfinished one resumes under the same plan of batches.
     """
     if dtype not in _DTYPES:
         raise ValueError(f"dtype={dtype!r}: must be one of {_DTYPES}")
     out = os.path.abspath(out)
-    fingerprint = _fingerprint(model, data, dtype, batch_size)
+    fingerprint = _fingerprint(model, data, dtype)
     if os.path.exists(out):
         existing = store_lib.Store(out)
-        if existing.info.get("fingerprint") != fingerprint:
-            raise FileExistsError(f"{out} holds embeddings of another model, split or format "
+        mismatch = _mismatch(fingerprint, existing.info.get("fingerprint"))
+        if mismatch:
+            raise FileExistsError(f"{out} holds embeddings {mismatch} "
                                   f"({existing.info.get('description')}); remove it or choose another --out")
         logging.info("%s is complete; nothing to extract", out)
         return existing
 
     mesh = mesh or sharding.make_mesh()
     pid = jax.process_index()
-    staging = out + ".partial"
-    part = os.path.join(staging, f"part-{pid:03d}")
-    os.makedirs(part, exist_ok=True)
-    progress_path = os.path.join(part, PROGRESS_FILE)
-    progress = {"fingerprint": fingerprint, "batches": 0}
-    if os.path.exists(progress_path):
-        with open(progress_path) as f:
-            previous = json.load(f)
-        if previous["fingerprint"] != fingerprint:
-            raise FileExistsError(f"{staging} is an unfinished extraction of another model, split "
-                                  "or format; remove it to start afresh")
-        progress = previous
-        logging.info("resuming %s after %d batches", out, progress["batches"])
-
     batches = Batches(data, model.config, batch_size=batch_size, train=False,
                       process_index=pid, process_count=jax.process_count())
     if batches.global_batch % mesh.size:
         raise ValueError(f"global batch {batches.global_batch} must be a multiple of the "
                          f"{mesh.size} devices")
     plan = batches.local_plan()
+    layout = _layout(batches, plan)
+    staging = out + ".partial"
+    part = os.path.join(staging, f"part-{pid:03d}")
+    os.makedirs(part, exist_ok=True)
+    progress_path = os.path.join(part, PROGRESS_FILE)
+    progress = {"fingerprint": fingerprint, "plan": layout, "batches": 0}
+    if os.path.exists(progress_path):
+        with open(progress_path) as f:
+            previous = json.load(f)
+        mismatch = _mismatch(fingerprint, previous.get("fingerprint"))
+        if mismatch:
+            raise FileExistsError(f"{staging} is an unfinished extraction {mismatch}; "
+                                  "remove it to start afresh")
+        if previous.get("plan") != layout:
+            was = previous.get("plan") or {}
+            raise FileExistsError(
+                f"{staging} was started with {was.get('processes')} process(es) of batch size "
+                f"{was.get('batch_size')}, not {layout['processes']} of {layout['batch_size']}; its "
+                f"rows follow that plan of batches: rerun with it or remove {staging}")
+        progress = previous
+        logging.info("resuming %s after %d of %d batches", out, progress["batches"], len(plan))
+    else:  # recorded now, so a rerun under another plan is refused even before the first save
+        _write_json(progress_path, progress)
+
     num_rows = int(sum(data.num_segments[b[b >= 0]].sum() for b in plan))
     cfg = model.config
     num_layers = cfg.num_hidden_layers + 1
@@ -152,7 +199,7 @@ def extract(model: Wav2Vec2Model, data: DatasetSplit, out: str, *, batch_size: i
             if (step + 1) % checkpoint_every == 0:
                 for f in files.values():
                     f.flush()
-                _write_json(progress_path, {"fingerprint": fingerprint, "batches": step + 1})
+                _write_json(progress_path, {**progress, "batches": step + 1})
         row += n
     batches.close()
     for f in files.values():
@@ -160,7 +207,7 @@ def extract(model: Wav2Vec2Model, data: DatasetSplit, out: str, *, batch_size: i
     del files
     table = _segment_table(tables, cfg)
     store_lib.write_table(os.path.join(part, store_lib.SEGMENTS_FILE), table)
-    _write_json(progress_path, {"fingerprint": fingerprint, "batches": len(plan), "done": True})
+    _write_json(progress_path, {**progress, "batches": len(plan), "done": True})
 
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices(f"extract {out}")
