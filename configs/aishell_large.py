@@ -3,7 +3,7 @@ r"""The paper's runs: wav2vec 2.0 Large fine-tuned frame-wise on AISHELL-1.
   python -m launch.train --config=configs/aishell_large.py:tone+sex --workdir=runs/tone_sex \
       --config.init=hf:PATH/TO/wav2vec2-large --config.data.dir=PATH/TO/prepared_aishell1
 
-ARG: tone | final | sex | tone+sex | final+sex (any tasks joined by '+').
+ARG: tone | finals | sex | tone+sex | finals+sex (any tasks joined by '+'; 'final' = 'finals').
 Schedule as in the paper: 10,000 heads-only steps, then all but the CNN to 100,000.
 """
 
@@ -16,6 +16,10 @@ from w2v_jax.train.config import default_config
 def get_config(arg: str = "tone") -> ml_collections.ConfigDict:
     c = default_config()
     c.init = "hf:models/wav2vec2-large"  # a transformers checkpoint dir (override)
+    # The architecture of that default init (facebook/wav2vec2-large: post-LN, group-norm CNN),
+    # so init=random trains a Large too. Only init=random reads it; use "large-lv60" to match
+    # a pre-LN (lv60, XLSR) checkpoint.
+    c.model.preset = "large"
     c.model.layerdrop = 0.1
     c.model.mask_time_prob = 0.05
     c.model.dtype = "float32"  # "bfloat16" on GPU/TPU

@@ -1,4 +1,5 @@
-"""Whole runs through `python -m launch.train`: exact resume after SIGKILL, SIGTERM, two processes.
+"""Whole runs through `python -m launch.train`: exact resume after SIGKILL, SIGTERM, two processes,
+export from a workdir whose init checkpoint is gone.
 
 Each run is a subprocess with one CPU device (two for the two-process run) sharing
 a persistent compilation cache, so only the first run compiles.
@@ -6,6 +7,7 @@ a persistent compilation cache, so only the first run compiles.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +20,7 @@ import pytest
 from tests.data_fixtures import synthetic_corpus  # noqa: F401  (fixture)
 
 TOTAL, FREEZE = 10, 6
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +33,8 @@ def env(tmp_path_factory):
 
 
 def _command(corpus, workdir, *extra):
-    return [sys.executable, "-m", "launch.train", "--config=configs/synthetic_tiny.py:tone",
+    return [sys.executable, "-m", "launch.train",
+            f"--config={os.path.join(REPO, 'configs', 'synthetic_tiny.py')}:tone",
             f"--workdir={workdir}", f"--config.data.dir={corpus}",
             "--config.data.batch_size=4", "--config.data.eval_batch_size=4",
             "--config.data.num_buckets=1", f"--config.total_steps={TOTAL}",
@@ -40,9 +44,9 @@ def _command(corpus, workdir, *extra):
             "--config.model.layerdrop=0.2", "--config.model.mask_time_prob=0.1", *extra]
 
 
-def _run(corpus, workdir, env, *extra):
+def _run(corpus, workdir, env, *extra, cwd=None):
     result = subprocess.run(_command(corpus, workdir, *extra), env=env, capture_output=True,
-                            text=True, timeout=300)
+                            text=True, timeout=300, cwd=cwd)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -125,3 +129,29 @@ def test_two_processes_train_and_checkpoint_together(synthetic_corpus, env, refe
     # The same global batches as the one-process reference, split over two processes.
     np.testing.assert_allclose([losses[s] for s in sorted(losses)],
                                [ref_losses[s] for s in sorted(ref_losses)], rtol=2e-4)
+
+
+def test_a_run_resumes_and_exports_after_its_init_checkpoint_is_gone(
+        synthetic_corpus, env, reference, tmp_path):  # noqa: F811
+    """The workdir keeps the backbone's architecture and absolute paths: resuming and exporting
+    read neither config.init nor the working directory that named it (relatively)."""
+    from flax import nnx
+    from w2v_jax import checkpoint
+    from w2v_jax.models import Wav2Vec2Config, Wav2Vec2Model
+
+    env = {**env, "PYTHONPATH": REPO}  # the runs start outside the repository
+    start, elsewhere = tmp_path / "start", tmp_path / "elsewhere"
+    start.mkdir()
+    elsewhere.mkdir()
+    checkpoint.save_model(Wav2Vec2Model(Wav2Vec2Config.preset("tiny"), rngs=nnx.Rngs(0)),
+                          str(start / "init"))
+    workdir = tmp_path / "run"
+    _run(synthetic_corpus, workdir, env, "--config.init=model:init", cwd=start)
+    shutil.rmtree(start / "init")
+    _run(synthetic_corpus, workdir, env, "--config.init=model:init", cwd=start)  # resumes: done
+    out = tmp_path / "exported"
+    result = subprocess.run([sys.executable, "-m", "launch.train", f"--workdir={workdir}",
+                             f"--export_backbone={out}"], env=env, capture_output=True, text=True,
+                            timeout=300, cwd=elsewhere)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert checkpoint.load_config(str(out)) == checkpoint.load_config(str(workdir / "backbone"))

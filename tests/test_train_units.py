@@ -1,16 +1,24 @@
 """Losses, metrics, schedule and config checks against hand-worked references (no compiling of models)."""
 
 import math
+import os
 import subprocess
 import sys
 
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
+import configs.aishell_large
+from configs.common import task_weights
+from tests.data_fixtures import cfg, synthetic_corpus, train_split  # noqa: F401  (fixtures)
+from w2v_jax import sharding
 from w2v_jax.models import ConfigError
-from w2v_jax.train import check_config, default_config, fingerprint, tri_stage_schedule
+from w2v_jax.train import build, check_config, default_config, fingerprint, tri_stage_schedule
+from w2v_jax.train.config import best_metric_choices, resolve_config
 from w2v_jax.train.heads import confusion_matrix, masked_cross_entropy, multitask_loss
+from w2v_jax.train.loop import evaluate
 from w2v_jax.train.metrics import summarize_confusion
 from w2v_jax.train.optim import clip_by_global_norm
 
@@ -82,10 +90,78 @@ def _config(**changes):
     ("data.source", "tfrecord", "data.source"),
     ("checkpoint_every", 1500, "checkpoint_every"),
     ("init", "pretrained", "init"),
+    ("init", "hf:", "config.init='hf:'"),  # no directory: was a bare FileNotFoundError('')
+    ("seed", -1, "config.seed=-1"),  # numpy refuses it, but only once data loading starts
+    ("head_dropout", 1.0, "config.head_dropout=1.0"),  # every gradient NaN
+    ("head_dropout", -0.1, "config.head_dropout=-0.1"),  # silently rescales
+    ("model.attention_dropout", 1.0, "config.model.attention_dropout=1.0"),  # the model allows 1
+    # The model's own checks, named by the config key rather than Wav2Vec2Config's field.
+    ("model.mask_time_prob", 1.5, "config.model.mask_time_prob=1.5"),
+    ("model.dtype", "float8", "config.model.dtype='float8'"),
+    ("model.preset", "huge", "config.model.preset='huge'"),
 ])
 def test_invalid_values_are_named(key, value, named):
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         check_config(_config(**{key: value}))
+
+
+@pytest.mark.parametrize("best_metric", ["tone/loss", "tone/frames", "tone/class_accuracy",
+                                         "sex/accuracy", "loss"])
+def test_best_metric_must_be_a_dev_score_of_the_tasks(best_metric):
+    """A train loss, a frame count, a per-class list or another task's score: refused, choices listed."""
+    with pytest.raises(ConfigError, match=r"config\.best_metric=.*\['accuracy', 'tone/accuracy'\]"):
+        check_config(_config(best_metric=best_metric))
+    check_config(_config(best_metric="tone/accuracy"))
+
+
+def test_every_best_metric_choice_is_a_float_that_evaluation_reports(train_split, cfg):  # noqa: F811
+    """The choices come from the metrics code, so the loop's dev["dev/" + best_metric] always exists."""
+    config = _config(max_eval_batches=1)
+    config.tasks = ml_collections.ConfigDict({"tone": 1.0, "sex": 1.0})
+    counts = {"tone": np.array([[3, 1], [0, 2]]), "sex": np.array([[1, 1], [1, 1]])}
+    dev = evaluate(lambda params, rng, batch: counts, {"params": None, "rng": None}, train_split,
+                   config, cfg, sharding.make_mesh())
+    choices = best_metric_choices(config.tasks)
+    assert sorted(choices) == ["accuracy", "sex/accuracy", "tone/accuracy"]
+    assert all(isinstance(dev["dev/" + choice], float) for choice in choices)
+    assert dev["dev/accuracy"] == pytest.approx((5 / 6 + 2 / 4) / 2)
+
+
+def test_batch_sizes_must_split_over_the_devices():
+    """Checked before anything trains: the eval batch used to fail at the first evaluation."""
+    sizes = {"data.batch_size": 4, "data.eval_batch_size": 3}
+    with pytest.raises(ConfigError, match=r"config\.data\.eval_batch_size=3: .* on 2 devices"):
+        check_config(_config(**sizes), device_count=2, process_count=1)
+    with pytest.raises(ConfigError, match=r"config\.data\.batch_size=4: .*data x fsdp = 1 x 8"):
+        check_config(_config(**sizes, **{"mesh.fsdp": 8}), device_count=8, process_count=1)
+    check_config(_config(**sizes), device_count=1, process_count=1)
+
+
+def test_a_mesh_that_does_not_fit_the_devices_is_named():
+    with pytest.raises(ConfigError, match=r"config\.mesh\.fsdp=3 x config\.mesh\.tensor=1 .* 1 devices"):
+        check_config(_config(**{"mesh.fsdp": 3}), device_count=1)
+    with pytest.raises(ConfigError, match=r"config\.mesh\.data=3 .* 8 devices"):
+        check_config(_config(**{"mesh.data": 3}), device_count=8)
+
+
+def test_resolved_config_names_directories_absolutely(tmp_path, monkeypatch):
+    """A run records absolute paths, so its workdir works from any directory."""
+    monkeypatch.chdir(tmp_path)
+    os.mkdir("corpus")  # _config's data.dir
+    resolved = resolve_config(_config(init="hf:models/large"))
+    assert resolved.init == "hf:" + os.path.join(os.getcwd(), "models", "large")
+    assert resolved.data.dir == os.path.join(os.getcwd(), "corpus")
+    with pytest.raises(ConfigError, match=r"config\.data\.dir='missing': no such directory"):
+        resolve_config(_config(**{"data.dir": "missing"}))
+
+
+def test_aishell_large_trains_a_large_model_from_random_and_takes_the_papers_task_names():
+    config = configs.aishell_large.get_config("finals+sex")
+    assert dict(config.tasks) == {"final": 1.0, "sex": 1.0}
+    assert task_weights("final+sex") == {"final": 1.0, "sex": 1.0}  # configs/paper.py's spelling
+    config.init = "random"
+    model = build.backbone_config(config)
+    assert (model.num_hidden_layers, model.hidden_size) == (24, 1024)
 
 
 def test_unknown_keys_are_named():
@@ -113,20 +189,26 @@ def test_fingerprint_ignores_cadence_not_substance():
     assert fingerprint(_config(**{"tasks.tone": 2.0})) != base
 
 
-def test_command_line_typo_fails_before_compiling(tmp_path):
-    """An unknown --config key and a bad value stop the launcher, naming the key, with no checkpoint written."""
-    for override, named in [("--config.optimizer.lrr=1", "lrr"),
-                            ("--config.optimizer.b2=1.5", "optimizer.b2")]:
-        result = subprocess.run(
-            [sys.executable, "-m", "launch.train", "--config=configs/synthetic_tiny.py:tone",
-             f"--workdir={tmp_path / 'run'}", f"--config.data.dir={tmp_path}", override],
-            capture_output=True, text=True, timeout=120, env={**_env(), "JAX_PLATFORMS": "cpu"})
-        assert result.returncode != 0
-        assert named in result.stderr
-        assert not (tmp_path / "run" / "checkpoints").exists() or not any(
-            (tmp_path / "run" / "checkpoints").iterdir())
+@pytest.mark.parametrize("overrides, devices, named", [
+    (["--config.optimizer.lrr=1"], 1, "lrr"),
+    (["--config.optimizer.b2=1.5"], 1, "config.optimizer.b2"),
+    # The audit's repro: it trained eval_every steps, then failed without a checkpoint.
+    (["--config.data.batch_size=4", "--config.data.eval_batch_size=3", "--config.eval_every=2",
+      "--config.checkpoint_every=2"], 2, "config.data.eval_batch_size=3"),
+    (["--config.data.dir=missing"], 1, "config.data.dir='missing'"),
+])
+def test_command_line_mistakes_fail_before_the_workdir_is_written(tmp_path, overrides, devices, named):
+    """The launcher stops naming the key, before it creates the workdir or compiles anything."""
+    result = subprocess.run(
+        [sys.executable, "-m", "launch.train", "--config=configs/synthetic_tiny.py:tone",
+         f"--workdir={tmp_path / 'run'}", f"--config.data.dir={tmp_path}", *overrides],
+        capture_output=True, text=True, timeout=120,
+        env={**_env(), "JAX_PLATFORMS": "cpu",
+             "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"})
+    assert result.returncode != 0
+    assert named in result.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def _env():
-    import os
     return {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}

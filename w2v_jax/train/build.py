@@ -7,27 +7,28 @@ from flax import nnx
 
 from w2v_jax import checkpoint, data
 from w2v_jax.models import Wav2Vec2Config, Wav2Vec2Model
-from w2v_jax.train.config import MODEL_SWITCHES
+from w2v_jax.train.config import MODEL_SWITCHES, model_overrides
 from w2v_jax.train.heads import FrameClassifier
-
-
-def _model_overrides(config: ml_collections.ConfigDict) -> dict:
-    return {k: v for k, v in config.model.to_dict().items() if k != "preset"}
 
 
 def backbone_config(config: ml_collections.ConfigDict) -> Wav2Vec2Config:
     """The backbone's architecture (from the preset or the checkpoint) with the run's switches.
 
-    Reads only config files, so a bad value fails here, before anything compiles.
+    Reads only config files, so a bad value fails here, before anything compiles. A run saves
+    the result in its workdir (export.run_backbone_config), so only a new run reads config.init.
     """
-    overrides = _model_overrides(config)
+    overrides = model_overrides(config)
     if config.init == "random":
         return Wav2Vec2Config.preset(config.model.preset, **overrides)
     kind, directory = config.init.split(":", 1)
-    switches = {k: v for k, v in overrides.items() if k in MODEL_SWITCHES}
     if kind == "hf":
-        return Wav2Vec2Config.from_hf(directory, **switches)
-    return checkpoint.load_config(directory, **switches)
+        return Wav2Vec2Config.from_hf(directory, **overrides)
+    return checkpoint.load_config(directory, **overrides)
+
+
+def with_switches(model_config: Wav2Vec2Config, config: ml_collections.ConfigDict) -> Wav2Vec2Config:
+    """`model_config`'s architecture with config.model's switches (dropout, compute policy)."""
+    return model_config.replace(**{k: config.model[k] for k in MODEL_SWITCHES})
 
 
 def backbone(config: ml_collections.ConfigDict, model_config: Wav2Vec2Config) -> Wav2Vec2Model:

@@ -2,7 +2,8 @@
 
 A config file (configs/*.py) starts from `default_config()` and sets what its
 experiment needs; `--config.section.key=value` overrides any field. `check_config`
-names the first unknown key or invalid value.
+names the first unknown key or invalid value; `resolve_config` also makes the paths absolute,
+as a run records them.
 """
 
 from __future__ import annotations
@@ -11,12 +12,17 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 from typing import Any
 
+import jax
 import ml_collections
+import numpy as np
 
 from w2v_jax.data import labels as L
 from w2v_jax.models import ConfigError, Wav2Vec2Config
+from w2v_jax.models.config import PRESETS
+from w2v_jax.train.metrics import summarize_confusion
 
 # Wav2Vec2Config fields a training run may set on top of the checkpoint or preset:
 # regularisation and compute policy, never the architecture of a loaded checkpoint.
@@ -24,6 +30,13 @@ MODEL_SWITCHES = ("dtype", "scan_layers", "remat", "hidden_dropout", "activation
                   "attention_dropout", "feat_proj_dropout", "layerdrop", "apply_spec_augment",
                   "mask_time_prob", "mask_time_length", "mask_time_min_masks",
                   "mask_feature_prob", "mask_feature_length", "mask_feature_min_masks")
+# A rate of 1 makes inverted dropout divide by zero: NaN gradients. The model allows [0, 1].
+DROPOUT_RATES = tuple(name for name in MODEL_SWITCHES if name.endswith("_dropout"))
+# The dev scores evaluation reports per task and as their mean over tasks: the floats of a
+# confusion summary (frame counts, per-class lists and the matrix are not scores). Each is
+# higher-is-better: the best checkpoint is the one with the largest.
+SCORES = tuple(name for name, value in summarize_confusion(np.eye(2, dtype=np.int64)).items()
+               if isinstance(value, float))
 # Keys that change how a run is watched, not what it computes: left out of the fingerprint.
 UNFINGERPRINTED = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
                    "async_checkpoints", "allow_config_change", "max_eval_batches")
@@ -81,7 +94,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.max_eval_batches = 0  # 0 = the whole eval split
     c.checkpoint_every = 1000
     c.keep_checkpoints = 3  # the latest N, plus the best by best_metric
-    c.best_metric = "accuracy"  # dev frame accuracy, averaged over the tasks
+    c.best_metric = "accuracy"  # dev frame accuracy, averaged over the tasks; see best_metric_choices
     c.async_checkpoints = True
     c.max_nonfinite = 10  # this many non-finite steps in a row stop the run
     c.allow_config_change = False  # resume a workdir whose checkpoint has another fingerprint
@@ -103,12 +116,33 @@ def _check_keys(config, reference, prefix: str = "") -> None:
             _check_keys(config[key], reference[key], f"{name}.")
 
 
-def check_config(config: ml_collections.ConfigDict) -> None:
-    """Raise ConfigError naming the first unknown key or invalid value."""
+def best_metric_choices(tasks) -> list[str]:
+    """What config.best_metric may name: a score's mean over the tasks, or one task's score."""
+    return [*SCORES, *(f"{task}/{score}" for task in tasks for score in SCORES)]
+
+
+def model_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """config.model's Wav2Vec2Config fields that apply: all with init=random, else only the switches."""
+    overrides = {k: v for k, v in config.model.to_dict().items() if k != "preset"}
+    if config.init == "random":
+        return overrides
+    return {k: v for k, v in overrides.items() if k in MODEL_SWITCHES}
+
+
+def check_config(config: ml_collections.ConfigDict, *, device_count: int | None = None,
+                 process_count: int | None = None) -> None:
+    """Raise ConfigError naming the first unknown key or invalid value.
+
+    Batch sizes and the mesh are checked against `device_count` devices in `process_count`
+    processes (default: what jax sees now).
+    """
     _check_keys(config, default_config())
     c = config
-    if not (c.init == "random" or c.init.startswith(("hf:", "model:"))):
-        _fail("init", c.init, "must be 'random', 'hf:DIR' or 'model:DIR'")
+    kind, _, directory = c.init.partition(":")
+    if not (c.init == "random" or (kind in ("hf", "model") and directory)):
+        _fail("init", c.init, "must be 'random', 'hf:DIR' or 'model:DIR' (DIR not empty)")
+    if not (isinstance(c.seed, int) and 0 <= c.seed < 2**63 - 1):
+        _fail("seed", c.seed, "must be an integer in [0, 2**63 - 1) (numpy refuses negative seeds)")
     if not c.tasks:
         _fail("tasks", dict(c.tasks), "needs at least one task")
     for task, weight in c.tasks.items():
@@ -116,11 +150,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"config.tasks.{task}: unknown task; choose from {L.TASKS}")
         if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
             _fail(f"tasks.{task}", weight, "a loss weight must be a finite number >= 0")
-    model_keys = {"preset", *(f.name for f in dataclasses.fields(Wav2Vec2Config))}
-    for key in c.model.keys():
-        if key not in model_keys:
-            raise ConfigError(f"config.model.{key}: unknown key; model keys are 'preset' and "
-                              "Wav2Vec2Config fields")
+    for key in ("head_dropout", *(f"model.{name}" for name in DROPOUT_RATES)):
+        if not 0 <= _get(c, key) < 1:
+            _fail(key, _get(c, key), "a dropout rate must be in [0, 1) (1 makes every gradient NaN)")
+    _check_model(c)
     if c.data.source not in ("corpus", "prepared"):
         _fail("data.source", c.data.source, "must be 'corpus' or 'prepared'")
     if not c.data.dir:
@@ -155,8 +188,65 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     for axis in ("data", "fsdp", "tensor"):
         if not (c.mesh[axis] >= 1 or (axis == "data" and c.mesh[axis] == -1)):
             _fail(f"mesh.{axis}", c.mesh[axis], "must be >= 1 (data may be -1: the devices left)")
-    if c.best_metric != "accuracy" and c.best_metric.split("/")[0] not in c.tasks:
-        _fail("best_metric", c.best_metric, "must be 'accuracy' (mean over tasks) or '<task>/accuracy'")
+    _check_devices(c, jax.device_count() if device_count is None else device_count,
+                   jax.process_count() if process_count is None else process_count)
+    if c.best_metric not in best_metric_choices(c.tasks):
+        _fail("best_metric", c.best_metric,
+              f"must be a dev score of config.tasks, one of {best_metric_choices(c.tasks)}")
+
+
+def _check_model(c: ml_collections.ConfigDict) -> None:
+    model_keys = {"preset", *(f.name for f in dataclasses.fields(Wav2Vec2Config))}
+    for key in c.model.keys():
+        if key not in model_keys:
+            raise ConfigError(f"config.model.{key}: unknown key; model keys are 'preset' and "
+                              "Wav2Vec2Config fields")
+    if c.model.preset not in PRESETS:
+        _fail("model.preset", c.model.preset, f"choose from {sorted(PRESETS)}")
+    overrides = model_overrides(c)
+    try:  # on a checkpoint only the switches apply, and they are independent of the architecture
+        Wav2Vec2Config.preset(c.model.preset, **overrides)
+    except ConfigError as e:  # the model names its field; name the config key that set it
+        message = str(e)
+        for key in overrides:
+            message = message.replace(f"Wav2Vec2Config.{key}=", f"config.model.{key}=")
+        raise ConfigError(message) from None
+
+
+def _check_devices(c: ml_collections.ConfigDict, device_count: int, process_count: int) -> None:
+    m = c.mesh
+    if device_count % (m.fsdp * m.tensor):
+        raise ConfigError(f"config.mesh.fsdp={m.fsdp} x config.mesh.tensor={m.tensor} must divide "
+                          f"the {device_count} devices")
+    data = device_count // (m.fsdp * m.tensor) if m.data == -1 else m.data
+    if data * m.fsdp * m.tensor != device_count:
+        raise ConfigError(f"config.mesh.data={m.data} x fsdp={m.fsdp} x tensor={m.tensor} must be "
+                          f"the {device_count} devices (data=-1 takes the devices left)")
+    shards = data * m.fsdp  # a batch is split over the data and fsdp axes, and between processes
+    for key in ("data.batch_size", "data.eval_batch_size"):
+        if _get(c, key) % shards or _get(c, key) % process_count:
+            _fail(key, _get(c, key), f"must divide by mesh data x fsdp = {data} x {m.fsdp} on "
+                  f"{device_count} devices, and by the process count ({process_count})")
+
+
+def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The checked config a run records, with its directories absolute and checked to exist.
+
+    Absolute paths keep a workdir usable from any working directory (export, evaluation).
+    """
+    check_config(config)
+    resolved = config.copy_and_resolve_references()
+    if config.init != "random":
+        kind, _, directory = config.init.partition(":")
+        resolved.init = f"{kind}:{os.path.abspath(directory)}"
+    for key in ("dir", "alignments_dir"):
+        if config.data[key]:  # alignments_dir "" means DIR/alignments
+            resolved.data[key] = os.path.abspath(config.data[key])
+            if not os.path.isdir(resolved.data[key]):
+                _fail(f"data.{key}", config.data[key], f"no such directory ({resolved.data[key]})")
+    return resolved
+
+
 
 
 def _get(section, dotted: str):

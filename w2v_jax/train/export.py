@@ -11,17 +11,30 @@ from absl import logging
 from flax import nnx
 
 from w2v_jax import checkpoint, sharding
+from w2v_jax.models import Wav2Vec2Config
 from w2v_jax.train import build, optim
 from w2v_jax.train import step as S
 from w2v_jax.train.checkpoints import Checkpoints, abstract
 
 CONFIG_FILE = "config.json"
+# The backbone's Wav2Vec2Config as the run resolved it, so the workdir does not need config.init.
+BACKBONE_CONFIG_FILE = "backbone_config.json"
 
 
 def run_config(workdir: str) -> ml_collections.ConfigDict:
     """The resolved config a run saved in its workdir."""
     with open(os.path.join(workdir, CONFIG_FILE)) as f:
         return ml_collections.ConfigDict(json.load(f)["config"])
+
+
+def run_backbone_config(workdir: str) -> Wav2Vec2Config:
+    """The backbone architecture (with its switches) the run in `workdir` saved when it started."""
+    path = os.path.join(workdir, BACKBONE_CONFIG_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} is missing: a run writes it when it starts; rerun the "
+                                "training command on this workdir (it resumes) to write it")
+    with open(path) as f:
+        return Wav2Vec2Config.from_dict(json.load(f))
 
 
 def restore_model(workdir: str, step: str | int = "best"):
@@ -37,7 +50,7 @@ def restore_model(workdir: str, step: str | int = "best"):
             chosen = int(step)
         if chosen is None:
             raise FileNotFoundError(f"{workdir}: no checkpoint to restore")
-        model_config = build.backbone_config(config)
+        model_config = run_backbone_config(workdir)
         graphdef, params, rng = S.split_model(build.abstract_model(config, model_config))
         state = jax.eval_shape(lambda: S.initial_state(params, rng, config))
         if optim.BACKBONE in checkpoints.meta(chosen)["groups"]:

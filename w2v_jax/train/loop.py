@@ -24,8 +24,8 @@ from w2v_jax.data import labels as L
 from w2v_jax.train import build, optim
 from w2v_jax.train import step as S
 from w2v_jax.train.checkpoints import Checkpoints, abstract
-from w2v_jax.train.config import check_config, fingerprint
-from w2v_jax.train.export import CONFIG_FILE
+from w2v_jax.train.config import SCORES, fingerprint, resolve_config
+from w2v_jax.train.export import BACKBONE_CONFIG_FILE, CONFIG_FILE, run_backbone_config
 from w2v_jax.train.metrics import MetricWriter, summarize_confusion
 
 INVENTORIES_FILE = "inventories.json"
@@ -56,18 +56,28 @@ class PreemptionWatch:
             signal.signal(signal.SIGTERM, self._previous)
 
 
-def _write_run_files(workdir: str, config: ml_collections.ConfigDict) -> None:
+def _write_run_files(workdir: str, config: ml_collections.ConfigDict, model_config) -> None:
     with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
         json.dump({"fingerprint": fingerprint(config), "config": config.to_dict()}, f, indent=2)
+    with open(os.path.join(workdir, BACKBONE_CONFIG_FILE), "w") as f:
+        json.dump(model_config.to_dict(), f, indent=2)
     with open(os.path.join(workdir, INVENTORIES_FILE), "w") as f:
         json.dump(L.inventories(), f, indent=2, ensure_ascii=False)
+
+
+def _resolve_backbone_config(config: ml_collections.ConfigDict, workdir: str, resuming: bool):
+    """The backbone's architecture: from config.init for a new run, from the workdir for a
+    resumed one, since config.init may be gone. Runs older than the workdir file read config.init."""
+    if resuming and os.path.exists(os.path.join(workdir, BACKBONE_CONFIG_FILE)):
+        return build.with_switches(run_backbone_config(workdir), config)
+    return build.backbone_config(config)
 
 
 def _per_process(global_size: int, what: str, mesh) -> int:
     shards = mesh.shape["data"] * mesh.shape["fsdp"]
     if global_size % jax.process_count() or global_size % shards:
-        raise ValueError(f"{what}={global_size} must divide by the process count "
-                         f"({jax.process_count()}) and by data x fsdp ({shards})")
+        raise ValueError(f"config.{what}={global_size}: must divide by the process count "
+                         f"({jax.process_count()}) and by mesh data x fsdp ({shards})")
     return global_size // jax.process_count()
 
 
@@ -114,7 +124,8 @@ def evaluate(eval_step, state: dict, split: data.DatasetSplit, config: ml_collec
     for task in tasks:
         for name, value in summarize_confusion(confusion[task]).items():
             metrics[f"dev/{task}/{name}"] = value
-    metrics["dev/accuracy"] = float(np.mean([metrics[f"dev/{t}/accuracy"] for t in tasks]))
+    for score in SCORES:  # the task means, which config.best_metric may name too
+        metrics[f"dev/{score}"] = float(np.mean([metrics[f"dev/{t}/{score}"] for t in tasks]))
     return metrics
 
 
@@ -131,8 +142,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
     `stopped` is "done", "preempted" (SIGTERM) or "nonfinite" (max_nonfinite in a row).
     """
-    check_config(config)
-    model_config = build.backbone_config(config)
+    config = resolve_config(config)  # checked, paths absolute, data.dir found: before any write
     mesh = sharding.make_mesh(**config.mesh)
     tasks = tuple(config.tasks)
     batch_size = _per_process(config.data.batch_size, "data.batch_size", mesh)
@@ -142,11 +152,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     checkpoints = Checkpoints(workdir, config)
     start = checkpoints.latest_step()
     meta = checkpoints.check_resumable(start, config.allow_config_change) if start is not None else {}
-    if primary:
-        _write_run_files(workdir, config)
-
+    model_config = _resolve_backbone_config(config, workdir, resuming=start is not None)
     train_split = build.load_split(config, config.data.train_split, model_config)
     eval_split = build.load_split(config, config.data.eval_split, model_config)
+    if primary:
+        _write_run_files(workdir, config, model_config)
     batches = data.Batches(train_split, model_config, batch_size=batch_size, train=True,
                            seed=config.seed, tasks=tasks, process_index=jax.process_index(),
                            process_count=jax.process_count(), num_buckets=config.data.num_buckets)
