@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -161,3 +162,21 @@ def test_report_of_a_metric_other_than_svcca(store, tmp_path):
     assert "![CKA per layer](cka_layers.png)" in text and "SVCCA" not in text
     with pytest.raises(ValueError, match=r"no svcca scores to tabulate for \['rising'\]"):
         score_table(scores)
+
+
+def test_rows_of_a_store_in_parts_are_the_rows_of_the_whole(store, tmp_path):
+    """A multi-host store holds one part per process; rows are gathered part by part."""
+    split = tmp_path / "parts"
+    shutil.copytree(store.directory, split)
+    whole = np.load(split / "part-000" / store_lib.layer_file(1))
+    bounds = [0, 7, 7, len(whole) // 2, len(whole)]  # an empty part too
+    shutil.rmtree(split / "part-000")
+    for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        os.makedirs(split / f"part-{i:03d}")
+        np.save(split / f"part-{i:03d}" / store_lib.layer_file(1), whole[lo:hi])
+    parts = store_lib.Store(str(split))
+    rng = np.random.default_rng(0)
+    edges = np.array([0, 6, 7, len(whole) // 2 - 1, len(whole) // 2, len(whole) - 1])
+    for rows in (None, rng.permutation(len(whole))[:50], edges[::-1], np.array([3, 3, -1, 8]),
+                 rng.random(len(whole)) < 0.3):
+        np.testing.assert_array_equal(parts.layer(1, rows), store.layer(1, rows))

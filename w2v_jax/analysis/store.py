@@ -96,9 +96,17 @@ class Store:
             held = ", ".join(f"{path} has {len(part)}" for path, part in zip(paths, parts))
             raise ValueError(f"{self.directory}: {layer_file(layer)} and {SEGMENTS_FILE} disagree: "
                              f"{held} rows, but {SEGMENTS_FILE} has {len(self)} segments")
-        data = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        if rows is not None:
-            data = data[rows]
+        if len(parts) == 1:
+            data = parts[0] if rows is None else parts[0][rows]
+        elif rows is None:
+            data = np.concatenate(parts)
+        else:  # gather from each memory-mapped part: concatenating first reads every part whole
+            rows = np.arange(len(self))[rows]  # masks, negative indices and bounds as numpy has them
+            starts = np.cumsum([0] + [len(part) for part in parts[:-1]])
+            owner = np.searchsorted(starts, rows, side="right") - 1
+            data = np.empty((len(rows), parts[0].shape[1]), parts[0].dtype)
+            for i, (part, start) in enumerate(zip(parts, starts)):
+                data[owner == i] = part[rows[owner == i] - start]
         if self.info["dtype"] == "bfloat16":
             return np.asarray(data).view(ml_dtypes.bfloat16).astype(np.float32)
         return np.asarray(data, np.float32)
