@@ -1,5 +1,6 @@
-"""Whole runs through `python -m launch.train`: exact resume after SIGKILL, SIGTERM, two processes,
-export from a workdir whose init checkpoint is gone.
+"""Whole runs through `python -m launch.train`: exact resume after SIGKILL and from a phase-2
+checkpoint, SIGTERM, two processes, checkpoint retention, export from a workdir whose init
+checkpoint is gone.
 
 Each run is a subprocess with one CPU device (two for the two-process run) sharing
 a persistent compilation cache, so only the first run compiles.
@@ -51,15 +52,14 @@ def _run(corpus, workdir, env, *extra, cwd=None):
     return result
 
 
+def _records(workdir) -> list[dict]:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
 def _losses(workdir) -> dict[int, float]:
     """The train loss of every step; a step logged twice (replayed after a restart) keeps the last."""
-    losses = {}
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        for line in f:
-            record = json.loads(line)
-            if "train/loss" in record:
-                losses[record["step"]] = record["train/loss"]
-    return losses
+    return {r["step"]: r["train/loss"] for r in _records(workdir) if "train/loss" in r}
 
 
 def _checkpoint_steps(workdir) -> list[int]:
@@ -67,10 +67,13 @@ def _checkpoint_steps(workdir) -> list[int]:
     return sorted(int(n) for n in os.listdir(directory) if n.isdigit()) if os.path.isdir(directory) else []
 
 
+KEEP = 2  # the reference keeps its latest 2 checkpoints and the best (unfingerprinted: same losses)
+
+
 @pytest.fixture(scope="module")
 def reference(synthetic_corpus, env, tmp_path_factory):  # noqa: F811
     workdir = tmp_path_factory.mktemp("reference")
-    _run(synthetic_corpus, workdir, env)
+    _run(synthetic_corpus, workdir, env, f"--config.keep_checkpoints={KEEP}")
     return workdir, _losses(workdir)
 
 
@@ -155,3 +158,68 @@ def test_a_run_resumes_and_exports_after_its_init_checkpoint_is_gone(
                             timeout=300, cwd=elsewhere)
     assert result.returncode == 0, result.stderr[-3000:]
     assert checkpoint.load_config(str(out)) == checkpoint.load_config(str(workdir / "backbone"))
+
+
+def test_the_latest_checkpoints_and_the_best_are_kept(reference):
+    """keep_checkpoints=N keeps the latest N and the best by the dev metric (orbax keeps the later
+    of equal scores), here an older one: metrics.jsonl has every checkpoint's score. (One
+    uninterrupted run: its scores are known to the process that saved them.)"""
+    ref_dir, _ = reference
+    scores = {r["step"]: r["dev/accuracy"] for r in _records(ref_dir) if "dev/accuracy" in r}
+    saved = list(range(2, TOTAL + 1, 2))
+    assert sorted(scores) == saved  # every checkpoint was scored
+    best = max(saved, key=lambda s: (scores[s], s))
+    latest = saved[-KEEP:]
+    assert best not in latest, f"the case under test needs an older best; scores {scores}"
+    assert _checkpoint_steps(ref_dir) == sorted({*latest, best})
+    # A later process (export "best", a resume) reads the scores from disk.
+    from w2v_jax.train.checkpoints import Checkpoints
+    from w2v_jax.train.export import run_config
+    assert Checkpoints(str(ref_dir), run_config(str(ref_dir)), read_only=True).best_step() == best
+
+
+def test_resume_from_a_phase2_checkpoint_is_bitwise_exact(synthetic_corpus, env, reference, tmp_path):  # noqa: F811
+    """The reference stopped after its phase-2 checkpoint at TOTAL - 2 (its later checkpoint,
+    export and metrics removed from a copy) resumes with the backbone's Adam state: the same
+    losses, dev confusion and exported backbone as the uninterrupted run, bitwise."""
+    from w2v_jax import checkpoint
+
+    ref_dir, ref_losses = reference
+    resume_from = TOTAL - 2
+    assert FREEZE < resume_from
+    workdir = tmp_path / "run"
+    shutil.copytree(ref_dir, workdir)
+    for step in _checkpoint_steps(workdir):
+        if step > resume_from:
+            shutil.rmtree(workdir / "checkpoints" / str(step))
+    shutil.rmtree(workdir / "backbone")
+    os.remove(workdir / "metrics.jsonl")
+    assert max(_checkpoint_steps(workdir)) == resume_from
+    with open(workdir / "checkpoints" / str(resume_from) / "meta" / "metadata") as f:
+        assert json.load(f)["groups"] == ["heads", "backbone"]  # saved in phase 2
+    kept_before = _checkpoint_steps(workdir)
+    _run(synthetic_corpus, workdir, env, f"--config.keep_checkpoints={KEEP}")
+    assert _losses(workdir) == {s: ref_losses[s] for s in range(resume_from + 1, TOTAL + 1)}
+    # The resumed process keeps the best checkpoint an earlier process saved.
+    assert _checkpoint_steps(workdir) == _checkpoint_steps(ref_dir) == sorted({*kept_before, TOTAL})
+
+    def final(d):  # the iterator position, dev confusion and exported backbone after TOTAL
+        with open(d / "checkpoints" / str(TOTAL) / "data" / "metadata") as f:
+            position = json.load(f)
+        dev = [r["dev/tone/confusion"] for r in _records(d)
+               if r["step"] == TOTAL and "dev/tone/confusion" in r]
+        backbone = checkpoint.load_model(str(d / "backbone"))
+        return position, dev, {k: np.asarray(v) for k, v in _flat_params(backbone)}
+
+    (position, dev, params), (ref_position, ref_dev, ref_params) = final(workdir), final(ref_dir)
+    assert position == ref_position  # the data iterator continued where it stood
+    assert dev and dev == ref_dev
+    assert params.keys() == ref_params.keys()
+    for key, value in ref_params.items():
+        np.testing.assert_array_equal(params[key], value, err_msg=key)
+
+
+def _flat_params(model):
+    from flax import nnx
+    return [("/".join(map(str, path)), var.get_value())
+            for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param))]

@@ -31,8 +31,11 @@ class Checkpoints:
             checkpoint_managers.BestN(get_metric_fn=lambda m: m[SCORE], n=1,
                                       keep_checkpoints_without_metrics=False),
         ])
+        # best_fn adds nothing to the policy; without it orbax writes no score to disk, so a
+        # reopened run (resume, export "best") saw no best and the policy then dropped it.
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=policies, enable_async_checkpointing=config.async_checkpoints,
+            preservation_policy=policies, best_fn=lambda m: m[SCORE], best_mode="max",
+            enable_async_checkpointing=config.async_checkpoints,
             create=not read_only, cleanup_tmp_directories=not read_only, read_only=read_only)
         self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
