@@ -1,4 +1,5 @@
-"""train() in process: tone learned on held-out speakers; the workdir; export; refusals and stops."""
+"""train() in process: tone learned on held-out speakers; the workdir; export; refusals and stops;
+a start from a transformers checkpoint; what the phase switch compiles."""
 
 import json
 import os
@@ -14,11 +15,13 @@ from w2v_jax.train import export_backbone, train
 import configs.synthetic_tiny
 
 
-def _tiny_config(corpus, **changes):
+def _tiny_config(corpus, layers=2, **changes):
+    """The demo config on `corpus`; `layers` None leaves the architecture to config.init."""
     c = configs.synthetic_tiny.get_config("tone")
     c.data.dir = str(corpus)
-    with c.unlocked():
-        c.model.num_hidden_layers = 2
+    if layers is not None:
+        with c.unlocked():
+            c.model.num_hidden_layers = layers
     c.update_from_flattened_dict(changes)
     return c
 
@@ -101,3 +104,88 @@ def test_nonfinite_losses_stop_the_run_with_a_checkpoint(synthetic_corpus, tmp_p
     assert os.path.isdir(tmp_path / "checkpoints" / "3")
     records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert [r["train/nonfinite_total"] for r in records] == [1, 2, 3]
+
+
+@pytest.fixture(scope="module")
+def hf_run(synthetic_corpus, hf_checkpoints, tmp_path_factory):  # noqa: F811
+    """train() from a tiny transformers checkpoint, 2 steps per phase, recording which train
+    steps it builds, what each call gets, and every XLA compilation of a train step."""
+    import jax
+    from w2v_jax.train import step as S
+
+    built, calls, compiles = [], {}, []
+    phase = [None]
+    real_jit = S.jit_train_step
+
+    def jit_train_step(graphdef, config, groups, mesh, state_sharding):
+        built.append(groups)
+        jitted = real_jit(graphdef, config, groups, mesh, state_sharding)
+
+        def call(state, batch):
+            phase[0] = groups
+            calls.setdefault(groups, []).append(batch["input_values"].shape)
+            return jitted(state, batch)
+        return call
+
+    def listen(event, duration, **kwargs):  # jax reports each executable it builds
+        if event == "/jax/core/compile/backend_compile_duration" and "train_step" in str(
+                kwargs.get("fun_name")):
+            compiles.append(phase[0])
+
+    workdir = str(tmp_path_factory.mktemp("hf-init"))
+    config = _tiny_config(synthetic_corpus, layers=None, init="hf:" + hf_checkpoints["layer"],
+                          total_steps=4, freeze_steps=2, freeze_feature_encoder=True, log_every=1,
+                          eval_every=2, checkpoint_every=2, max_eval_batches=1,
+                          **{"data.batch_size": 8, "data.eval_batch_size": 8})
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(S, "jit_train_step", jit_train_step)
+            summary = train(config, workdir)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    return workdir, summary, {"built": built, "calls": calls, "compiles": compiles}
+
+
+def test_training_from_a_transformers_checkpoint_starts_from_its_weights(hf_run, hf_checkpoints):
+    """init=hf:DIR: the backbone trained in phase 2 starts as the checkpoint's tensors. Phase 1
+    leaves the backbone as it is, so the checkpoint at freeze_steps holds the starting weights;
+    converted back to transformers' layout they equal every tensor of model.safetensors."""
+    from safetensors.numpy import load_file
+    from w2v_jax.hf.convert import to_state_dict
+    from w2v_jax.train.export import restore_model
+
+    workdir, summary, _ = hf_run
+    assert summary["stopped"] == "done" and summary["step"] == 4
+    records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    logged = [r for r in records if "train/loss" in r]
+    assert [r["step"] for r in logged] == [1, 2, 3, 4]
+    assert np.isfinite([r["train/loss"] for r in logged]).all() and logged[-1]["train/nonfinite_total"] == 0
+    hf = load_file(os.path.join(hf_checkpoints["layer"], "model.safetensors"))
+    _, start, step = restore_model(workdir, 2)
+    assert step == 2
+    ours = to_state_dict(start.wav2vec2)
+    # masked_spec_embed is written only with SpecAugment on; the run has it off.
+    assert set(hf) - set(ours) == {"masked_spec_embed"} and set(ours) <= set(hf)
+    for key, value in ours.items():
+        np.testing.assert_array_equal(value, hf[key], err_msg=key)
+    # Phase 2 trained the transformer and left the frozen CNN as loaded.
+    _, end, _ = restore_model(workdir, 4)
+    trained = to_state_dict(end.wav2vec2)
+    for key, value in trained.items():
+        if key.startswith("feature_extractor."):
+            np.testing.assert_array_equal(value, hf[key], err_msg=key)
+    assert not np.array_equal(trained["encoder.layers.0.attention.q_proj.weight"],
+                              hf["encoder.layers.0.attention.q_proj.weight"])
+
+
+def test_the_phase_switch_compiles_one_more_train_step_per_padded_length(hf_run):
+    """Each phase builds its train step once; XLA compiles each exactly once per padded batch
+    length it is called with, so the switch to phase 2 adds one program per length (the
+    trivial program laying out the backbone's zeroed Adam state is not a train step)."""
+    _, _, seen = hf_run
+    assert seen["built"] == [("heads",), ("heads", "backbone")]
+    assert {g: len(shapes) for g, shapes in seen["calls"].items()} == {
+        ("heads",): 2, ("heads", "backbone"): 2}
+    for groups, shapes in seen["calls"].items():
+        assert seen["compiles"].count(groups) == len(set(shapes)), (groups, shapes, seen["compiles"])

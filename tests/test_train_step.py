@@ -1,4 +1,5 @@
-"""The jitted train step: what each phase changes, skipped non-finite updates, accumulation, sharding.
+"""The jitted train step: what each phase changes, skipped non-finite updates, accumulation, sharding
+(data, fsdp and tensor axes), head dropout.
 
 A 2-layer tiny model on half-second random audio keeps compiling cheap; the
 programs are shared through module fixtures.
@@ -34,11 +35,12 @@ def _config(tasks=("tone",), **changes):
     return c
 
 
-def _model(tasks):
+def _model(tasks, head_dropout=0.0):
     """No dropout, LayerDrop or masking: results comparable across meshes (the run tests cover RNG)."""
     cfg = Wav2Vec2Config.preset("tiny", num_hidden_layers=2, layerdrop=0.0, hidden_dropout=0.0,
                                 attention_dropout=0.0, mask_time_prob=0.0)
-    return FrameClassifier(Wav2Vec2Model(cfg, rngs=nnx.Rngs(0)), tasks, rngs=nnx.Rngs(1))
+    return FrameClassifier(Wav2Vec2Model(cfg, rngs=nnx.Rngs(0)), tasks, head_dropout=head_dropout,
+                           rngs=nnx.Rngs(1))
 
 
 def _batch(tasks, accum=1, seed=0):
@@ -169,12 +171,20 @@ def test_accumulating_two_copies_equals_one_batch(phase2, one_device):
         np.testing.assert_allclose(_flat(state["params"])[path], value, rtol=1e-5, atol=1e-7, err_msg=path)
 
 
-def test_eight_devices_match_one(phase2):
-    """data=4 x fsdp=2 over 8 simulated devices: the same loss and parameters as one device."""
+@pytest.mark.parametrize("axes", [dict(data=4, fsdp=2), dict(data=2, fsdp=2, tensor=2)],
+                         ids=["data4-fsdp2", "data2-fsdp2-tensor2"])
+def test_eight_devices_match_one(phase2, axes):
+    """A mesh over 8 simulated devices (data x fsdp, or with the tensor axis splitting attention
+    and feed-forward): the same loss, gradient norm and parameters as one device."""
     assert jax.device_count() == 8
+    mesh = sharding.make_mesh(**axes)
     one, m1, _ = phase2
+    # Each split axis really shards parameters (the tensor rules apply to the tiny model's sizes).
+    used = {axis for s in jax.tree.leaves(S.state_shardings(one["params"], mesh))
+            for entry in s.spec for axis in (entry if isinstance(entry, tuple) else (entry,))}
+    assert {a for a in ("fsdp", "tensor") if mesh.shape[a] > 1} <= used
     eight, m8, _ = _run(_config(("tone", "sex")), _model(("tone", "sex")), ("heads", "backbone"),
-                        [_batch(("tone", "sex"))], sharding.make_mesh(data=4, fsdp=2))
+                        [_batch(("tone", "sex"))], mesh)
     np.testing.assert_allclose(m8[0]["loss"], m1[0]["loss"], rtol=1e-5)
     np.testing.assert_allclose(m8[0]["grad_norm"], m1[0]["grad_norm"], rtol=1e-5)
     # d(update)/d(gradient) reaches lr / eps = 10 for gradients near 0, so 1e-6 of gradient
@@ -182,3 +192,24 @@ def test_eight_devices_match_one(phase2):
     # a real sharding error moves them by about lr.
     for path, value in _flat(one["params"]).items():
         np.testing.assert_allclose(_flat(eight["params"])[path], value, rtol=1e-4, atol=1e-5, err_msg=path)
+
+
+def test_head_dropout_acts_in_training_only():
+    """head_dropout > 0: two training forwards differ (fresh masks), evaluation equals that of the
+    same weights with head_dropout=0. The backbone has no randomness here: its training forward
+    equals evaluation, so the differences come from the heads."""
+    batch = _batch(("tone",))
+    inputs = (batch["input_values"][0, :2], batch["attention_mask"][0, :2])
+
+    @nnx.jit
+    def forwards(model):  # evaluation, then two training draws
+        return [model(*inputs, deterministic=d)["tone"] for d in (True, False, False)]
+
+    evaluation, plain_training, _ = map(np.asarray, forwards(_model(("tone",))))
+    np.testing.assert_array_equal(plain_training, evaluation)
+    dropped_evaluation, first, second = map(np.asarray, forwards(_model(("tone",), head_dropout=0.5)))
+    np.testing.assert_array_equal(dropped_evaluation, evaluation)
+    assert np.isfinite(first).all() and np.isfinite(second).all()
+    for training in (first, second):
+        assert np.abs(training - evaluation).max() > 1e-2  # half the features dropped
+    assert np.abs(first - second).max() > 1e-2  # a new mask per draw

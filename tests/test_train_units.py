@@ -1,14 +1,17 @@
-"""Losses, metrics, schedule and config checks against hand-worked references (no compiling of models)."""
+"""Losses, metrics, schedule, Adam(W) updates and config checks against hand-worked references
+(no compiling of models)."""
 
 import math
 import os
 import subprocess
 import sys
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from flax import nnx
 
 import configs.aishell_large
 from configs.common import task_weights
@@ -16,6 +19,7 @@ from tests.data_fixtures import cfg, synthetic_corpus, train_split  # noqa: F401
 from w2v_jax import sharding
 from w2v_jax.models import ConfigError
 from w2v_jax.train import build, check_config, default_config, fingerprint, tri_stage_schedule
+from w2v_jax.train import step as S
 from w2v_jax.train.config import best_metric_choices, resolve_config
 from w2v_jax.train.heads import confusion_matrix, masked_cross_entropy, multitask_loss
 from w2v_jax.train.loop import evaluate
@@ -103,6 +107,14 @@ def _config(**changes):
 def test_invalid_values_are_named(key, value, named):
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         check_config(_config(**{key: value}))
+
+
+def test_architecture_keys_are_refused_on_a_checkpoint():
+    """init=hf:/model: brings the architecture: a set num_hidden_layers would be ignored silently."""
+    with pytest.raises(ConfigError, match=r"config\.model\.num_hidden_layers=2: is architecture"):
+        check_config(_config(init="hf:/some/dir", **{"model.num_hidden_layers": 2}))
+    check_config(_config(init="hf:/some/dir", **{"model.layerdrop": 0.2}))  # a switch applies
+    check_config(_config(**{"model.num_hidden_layers": 2}))  # init=random builds it
 
 
 @pytest.mark.parametrize("best_metric", ["tone/loss", "tone/frames", "tone/class_accuracy",
@@ -212,3 +224,75 @@ def test_command_line_mistakes_fail_before_the_workdir_is_written(tmp_path, over
 
 def _env():
     return {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+
+
+
+class _LinearHead(nnx.Module):
+    """A FrameClassifier stand-in: one linear "tone" head on given frame features, so that
+    the train step's gradient is a hand computation."""
+
+    def __init__(self, dim: int):
+        self.heads = nnx.Dict({"tone": nnx.Linear(dim, 5, rngs=nnx.Rngs(0))})
+
+    def __call__(self, input_values, attention_mask=None, *, deterministic=True):
+        return {"tone": self.heads["tone"](input_values)}
+
+
+def _head_gradient(kernel, bias, features, labels):
+    """(d/d kernel, d/d bias, value) of the mean cross-entropy over labelled frames, by hand."""
+    x, y = features.reshape(-1, features.shape[-1]), labels.reshape(-1)
+    x, y = x[y >= 0], y[y >= 0]
+    logits = x @ kernel + bias
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    d = (p - np.eye(kernel.shape[1])[y]) / len(y)
+    return x.T @ d, d.sum(0), np.mean(-np.log(p[np.arange(len(y)), y]))
+
+
+def _two_steps_against_torch(name):
+    """Two real train steps (make_train_step) on a linear head, and torch's optimizer of the
+    same name given the hand-computed gradient and the hand-computed learning rate of each
+    step: warmup over 2 steps from init_scale * peak, so lr(0) = 0.01 and lr(1) = 0.055."""
+    import torch
+
+    config = _config(total_steps=20, freeze_steps=20)  # phase 1 (heads) throughout
+    config.tasks = ml_collections.ConfigDict({"tone": 1.0})
+    o = config.optimizer
+    o.name, o.weight_decay, o.learning_rate, o.init_scale, o.clip_norm = name, 0.5, 0.1, 0.1, 0.0
+    hand_lr = [0.1 * 0.1, 0.1 * 0.1 + (0.1 - 0.1 * 0.1) / 2]
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(1, 3, 7, 4)).astype(np.float32)  # (accum, batch, frames, dim)
+    labels = rng.integers(-1, 5, (1, 3, 7)).astype(np.int32)  # -1: ignored frames
+    batch = {"input_values": features, "attention_mask": np.ones((1, 3, 7), np.int32),
+             "labels/tone": labels}
+    graphdef, params, rng_state = S.split_model(_LinearHead(4))
+    head = lambda p: tuple(np.asarray(p["heads"]["tone"][k][...], np.float64) for k in ("kernel", "bias"))
+    kernel, bias = (torch.tensor(v, requires_grad=True) for v in head(params))
+    state = S.initial_state(params, rng_state, config)
+    step = jax.jit(S.make_train_step(graphdef, config, ("heads",)))
+    reference = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name](
+        [kernel, bias], lr=hand_lr[0], betas=(o.b1, o.b2), eps=o.eps, weight_decay=o.weight_decay)
+    for lr in hand_lr:
+        g_kernel, g_bias, loss = _head_gradient(kernel.detach().numpy(), bias.detach().numpy(),
+                                                features.astype(np.float64), labels)
+        state, metrics = step(state, batch)
+        assert float(metrics["loss"]) == pytest.approx(loss, rel=1e-5)
+        assert float(metrics["learning_rate"]) == pytest.approx(lr, rel=1e-6)
+        reference.param_groups[0]["lr"] = lr
+        kernel.grad, bias.grad = torch.from_numpy(g_kernel), torch.from_numpy(g_bias)
+        reference.step()
+    return head(jax.device_get(state["params"])), (kernel.detach().numpy(), bias.detach().numpy())
+
+
+def test_adam_adds_l2_to_the_gradient_and_adamw_decays_decoupled():
+    """optimizer.name "adam" updates like torch.optim.Adam(weight_decay) and "adamw" like
+    torch.optim.AdamW, with the tri-stage learning rate of each step (not of the next)."""
+    results = {}
+    for name in ("adam", "adamw"):
+        ours, torchs = _two_steps_against_torch(name)
+        for a, b, what in zip(ours, torchs, ("kernel", "bias")):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=f"{name} {what}")
+        results[name] = ours
+    # The decay's placement matters here by far more than the tolerance.
+    assert np.abs(results["adam"][0] - results["adamw"][0]).max() > 1e-3

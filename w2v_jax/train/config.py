@@ -203,6 +203,11 @@ def _check_model(c: ml_collections.ConfigDict) -> None:
                               "Wav2Vec2Config fields")
     if c.model.preset not in PRESETS:
         _fail("model.preset", c.model.preset, f"choose from {sorted(PRESETS)}")
+    if c.init != "random":  # a checkpoint brings its architecture: a set key would be ignored
+        for key in c.model.keys():
+            if key not in (*MODEL_SWITCHES, "preset"):
+                _fail(f"model.{key}", c.model[key], f"is architecture, which init={c.init!r} "
+                      f"brings; on a checkpoint only {list(MODEL_SWITCHES)} apply")
     overrides = model_overrides(c)
     try:  # on a checkpoint only the switches apply, and they are independent of the architecture
         Wav2Vec2Config.preset(c.model.preset, **overrides)
