@@ -208,6 +208,7 @@ def test_fingerprint_ignores_cadence_not_substance():
     (["--config.data.batch_size=4", "--config.data.eval_batch_size=3", "--config.eval_every=2",
       "--config.checkpoint_every=2"], 2, "config.data.eval_batch_size=3"),
     (["--config.data.dir=missing"], 1, "config.data.dir='missing'"),
+    (["--config.init=hf:typo"], 1, "typo': no such directory"),  # recorded absolute
 ])
 def test_command_line_mistakes_fail_before_the_workdir_is_written(tmp_path, overrides, devices, named):
     """The launcher stops naming the key, before it creates the workdir or compiles anything."""

@@ -153,10 +153,14 @@ def extract(model: Wav2Vec2Model, data: DatasetSplit, out: str, *, batch_size: i
                                   "remove it to start afresh")
         if previous.get("plan") != layout:
             was = previous.get("plan") or {}
-            raise FileExistsError(
-                f"{staging} was started with {was.get('processes')} process(es) of batch size "
-                f"{was.get('batch_size')}, not {layout['processes']} of {layout['batch_size']}; its "
-                f"rows follow that plan of batches: rerun with it or remove {staging}")
+            now = (layout["processes"], layout["batch_size"])
+            if (was.get("processes"), was.get("batch_size")) == now:
+                why = "with another order of batches (did the bucketing change?)"
+            else:
+                why = (f"with {was.get('processes')} process(es) of batch size "
+                       f"{was.get('batch_size')}, not {now[0]} of {now[1]}")
+            raise FileExistsError(f"{staging} was started {why}; its rows follow that plan of "
+                                  f"batches: rerun with it or remove {staging}")
         progress = previous
         logging.info("resuming %s after %d of %d batches", out, progress["batches"], len(plan))
     else:  # recorded now, so a rerun under another plan is refused even before the first save

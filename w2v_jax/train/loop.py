@@ -21,9 +21,10 @@ from tqdm import tqdm
 
 from w2v_jax import checkpoint, data, sharding
 from w2v_jax.data import labels as L
+from w2v_jax.models import ConfigError
 from w2v_jax.train import build, optim
 from w2v_jax.train import step as S
-from w2v_jax.train.checkpoints import Checkpoints, abstract
+from w2v_jax.train.checkpoints import CHECKPOINT_DIR, Checkpoints, abstract
 from w2v_jax.train.config import SCORES, fingerprint, resolve_config
 from w2v_jax.train.export import BACKBONE_CONFIG_FILE, CONFIG_FILE, run_backbone_config
 from w2v_jax.train.metrics import MetricWriter, summarize_confusion
@@ -57,12 +58,23 @@ class PreemptionWatch:
 
 
 def _write_run_files(workdir: str, config: ml_collections.ConfigDict, model_config) -> None:
-    with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
-        json.dump({"fingerprint": fingerprint(config), "config": config.to_dict()}, f, indent=2)
-    with open(os.path.join(workdir, BACKBONE_CONFIG_FILE), "w") as f:
-        json.dump(model_config.to_dict(), f, indent=2)
-    with open(os.path.join(workdir, INVENTORIES_FILE), "w") as f:
-        json.dump(L.inventories(), f, indent=2, ensure_ascii=False)
+    files = {CONFIG_FILE: {"fingerprint": fingerprint(config), "config": config.to_dict()},
+             BACKBONE_CONFIG_FILE: model_config.to_dict(), INVENTORIES_FILE: L.inventories()}
+    for name, value in files.items():  # replaced whole: other processes of a resume read them
+        path = os.path.join(workdir, name)
+        with open(path + ".tmp", "w") as f:
+            json.dump(value, f, indent=2, ensure_ascii=False)
+        os.replace(path + ".tmp", path)
+
+
+def _check_init_exists(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """A new run needs its init checkpoint; a resumed one does not (the workdir holds it)."""
+    saved = os.path.join(workdir, CHECKPOINT_DIR)
+    if config.init == "random" or (os.path.isdir(saved) and any(n.isdigit() for n in os.listdir(saved))):
+        return
+    directory = config.init.partition(":")[2]
+    if not os.path.isdir(directory):
+        raise ConfigError(f"config.init={config.init!r}: no such directory")
 
 
 def _resolve_backbone_config(config: ml_collections.ConfigDict, workdir: str, resuming: bool):
@@ -147,6 +159,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     tasks = tuple(config.tasks)
     batch_size = _per_process(config.data.batch_size, "data.batch_size", mesh)
     primary = jax.process_index() == 0
+    _check_init_exists(config, workdir)
     os.makedirs(workdir, exist_ok=True)
 
     checkpoints = Checkpoints(workdir, config)
