@@ -83,6 +83,24 @@ def test_the_workdir_and_the_exported_backbone(tone_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_evaluation_takes_the_devices_its_batch_splits_over(tone_run, tmp_path):
+    """A run's eval batch may not divide another machine's device count (8 here)."""
+    import shutil
+
+    from w2v_jax.train import evaluate_run
+    _, workdir, _ = tone_run
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy)
+    with open(copy / "config.json") as f:
+        saved = json.load(f)
+    saved["config"]["data"]["eval_batch_size"] = 3
+    with open(copy / "config.json", "w") as f:
+        json.dump(saved, f)
+    odd, whole = evaluate_run(str(copy), "dev"), evaluate_run(workdir, "dev")
+    assert odd["dev/tone/confusion"] == whole["dev/tone/confusion"]
+
+
+@pytest.mark.slow
 def test_another_experiments_workdir_is_not_resumed(tone_run, many_speakers):
     _, workdir, _ = tone_run
     other = _tiny_config(many_speakers, total_steps=200, freeze_steps=10, log_every=20,

@@ -76,7 +76,9 @@ def evaluate_run(workdir: str, split: str = "test", step: str | int = "best") ->
 
     config, model, chosen = restore_model(workdir, step)
     model_config = model.wav2vec2.config
-    mesh = sharding.make_mesh()
+    # The run's eval batch need not split over this machine's devices: use as many as it does.
+    devices = max(d for d in range(1, jax.device_count() + 1) if config.data.eval_batch_size % d == 0)
+    mesh = sharding.make_mesh(devices=jax.devices()[:devices])
     graphdef, params, rng = S.split_model(model)
     params_sharding = sharding.state_shardings(params, mesh)
     rng_sharding = sharding.state_shardings(rng, mesh)
