@@ -9,7 +9,7 @@ Schedule as in the paper: 10,000 heads-only steps, then all but the CNN to 100,0
 
 import ml_collections
 
-from configs.common import task_weights
+from w2v_jax.data.labels import task_weights
 from w2v_jax.train.config import default_config
 
 

@@ -8,7 +8,7 @@ ARG: tone | final | sex | tone+sex | final+sex (any tasks joined by '+').
 
 import ml_collections
 
-from configs.common import task_weights
+from w2v_jax.data.labels import task_weights
 from w2v_jax.train.config import default_config
 
 

@@ -14,7 +14,7 @@ import pytest
 from flax import nnx
 
 import configs.aishell_large
-from configs.common import task_weights
+from w2v_jax.data.labels import task_weights
 from tests.data_fixtures import cfg, synthetic_corpus, train_split  # noqa: F401  (fixtures)
 from w2v_jax import sharding
 from w2v_jax.models import ConfigError

@@ -23,8 +23,9 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from configs.common import task_weights
+from w2v_jax.data.labels import task_weights
 from w2v_jax import checkpoint, data
+from w2v_jax.files import write_json
 from w2v_jax.analysis.extract import extract
 from w2v_jax.analysis.report import markdown_table, score_store, write_report
 from w2v_jax.analysis.store import Store
@@ -32,12 +33,6 @@ from w2v_jax.train import build, evaluate_run, train
 
 PRETRAINED = "pretrained"
 LABEL_SETS = ("tone", "final", "sex")
-
-
-def _write_json(path: str, value: Any) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(value, f, indent=1)
-    os.replace(path + ".tmp", path)
 
 
 def corpus_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -74,7 +69,7 @@ def _fine_tune(config, tasks: str, corpus: str, run_dir: str) -> dict:
                                f"{summary['step']}; see {run_dir}/metrics.jsonl")
     metrics_path = os.path.join(run_dir, "test_metrics.json")
     if not os.path.exists(metrics_path):
-        _write_json(metrics_path, evaluate_run(run_dir, config.extract.split, step="latest"))
+        write_json(metrics_path, evaluate_run(run_dir, config.extract.split, step="latest"))
     with open(metrics_path) as f:
         return json.load(f)
 
@@ -119,7 +114,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
     report_dir = os.path.join(workdir, "report")
     os.makedirs(report_dir, exist_ok=True)
     write_accuracy(accuracy, report_dir, config.extract.split)
-    _write_json(os.path.join(report_dir, "claims.json"), claims)
+    write_json(os.path.join(report_dir, "claims.json"), claims)
     report = write_report(
         scores, stores, report_dir, projection_layers=tuple(a.projection_layers), umap=a.umap,
         title="Normalization through fine-tuning: the paper's grid",

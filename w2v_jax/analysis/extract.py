@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from w2v_jax import sharding
 from w2v_jax.analysis import store as store_lib
+from w2v_jax.files import write_json
 from w2v_jax.data import labels as L
 from w2v_jax.data.pipeline import Batches, segment_rows
 from w2v_jax.data.sources import DatasetSplit
@@ -78,12 +79,6 @@ def _mismatch(expected: dict, found) -> str | None:
         return "under an older fingerprint (no weight hash)"
     differing = [k for k in expected if found.get(k) != expected[k]]
     return f"of another {' and '.join(differing)}" if differing else None
-
-
-def _write_json(path: str, value) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(value, f, indent=2)
-    os.replace(path + ".tmp", path)
 
 
 @functools.lru_cache(maxsize=8)
@@ -164,7 +159,7 @@ def extract(model: Wav2Vec2Model, data: DatasetSplit, out: str, *, batch_size: i
         progress = previous
         logging.info("resuming %s after %d of %d batches", out, progress["batches"], len(plan))
     else:  # recorded now, so a rerun under another plan is refused even before the first save
-        _write_json(progress_path, progress)
+        write_json(progress_path, progress)
 
     num_rows = int(sum(data.num_segments[b[b >= 0]].sum() for b in plan))
     cfg = model.config
@@ -203,7 +198,7 @@ def extract(model: Wav2Vec2Model, data: DatasetSplit, out: str, *, batch_size: i
             if (step + 1) % checkpoint_every == 0:
                 for f in files.values():
                     f.flush()
-                _write_json(progress_path, {**progress, "batches": step + 1})
+                write_json(progress_path, {**progress, "batches": step + 1})
         row += n
     batches.close()
     for f in files.values():
@@ -211,7 +206,7 @@ def extract(model: Wav2Vec2Model, data: DatasetSplit, out: str, *, batch_size: i
     del files
     table = _segment_table(tables, cfg)
     store_lib.write_table(os.path.join(part, store_lib.SEGMENTS_FILE), table)
-    _write_json(progress_path, {**progress, "batches": len(plan), "done": True})
+    write_json(progress_path, {**progress, "batches": len(plan), "done": True})
 
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices(f"extract {out}")
@@ -243,6 +238,6 @@ def _finish(staging: str, out: str, info: dict) -> None:
     tables = [store_lib.read_table(os.path.join(staging, p, store_lib.SEGMENTS_FILE)) for p in parts]
     table = {k: np.concatenate([t[k] for t in tables]) for k in tables[0]}
     store_lib.write_table(os.path.join(staging, store_lib.SEGMENTS_FILE), table)
-    _write_json(os.path.join(staging, store_lib.STORE_FILE), {**info, "count": len(table["frame"])})
+    write_json(os.path.join(staging, store_lib.STORE_FILE), {**info, "count": len(table["frame"])})
     os.replace(staging, out)
     logging.info("wrote %d segments x %d layers to %s", len(table["frame"]), info["num_layers"], out)

@@ -49,6 +49,21 @@ INVENTORIES: Mapping[str, tuple[str, ...]] = {
 }
 SILENCE: frozenset[str] = frozenset({"", "sil", "sp", "spn", "<eps>", "sil_b", "sil_e"})
 
+# The paper writes "finals"; the label task, configs/paper.py and the README write "final".
+TASK_SPELLINGS = {"finals": "final"}
+
+
+def task_weights(arg: str) -> dict[str, float]:
+    """'tone+sex' -> {'tone': 1.0, 'sex': 1.0}: a config argument's tasks, weighted equally
+    as the paper does (multi-task = summed losses)."""
+    tasks = [TASK_SPELLINGS.get(t, t) for t in arg.split("+") if t]
+    unknown = [t for t in tasks if t not in TASKS]
+    if not tasks or unknown:
+        raise ValueError(f"tasks {arg!r}: give tasks joined by '+', from {TASKS} "
+                         f"(also {', '.join(f'{k!r} for {v!r}' for k, v in TASK_SPELLINGS.items())})")
+    return {task: 1.0 for task in tasks}
+
+
 _APICAL_AFTER = {"z": "ii", "c": "ii", "s": "ii", "zh": "iii", "ch": "iii", "sh": "iii", "r": "iii"}
 _PALATALS = frozenset({"j", "q", "x"})
 # Abbreviated spellings of finals after a consonant initial.

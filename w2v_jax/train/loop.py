@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -20,6 +19,7 @@ from absl import logging
 from tqdm import tqdm
 
 from w2v_jax import checkpoint, data, sharding
+from w2v_jax.files import write_json
 from w2v_jax.data import labels as L
 from w2v_jax.models import ConfigError
 from w2v_jax.train import build, optim
@@ -61,10 +61,7 @@ def _write_run_files(workdir: str, config: ml_collections.ConfigDict, model_conf
     files = {CONFIG_FILE: {"fingerprint": fingerprint(config), "config": config.to_dict()},
              BACKBONE_CONFIG_FILE: model_config.to_dict(), INVENTORIES_FILE: L.inventories()}
     for name, value in files.items():  # replaced whole: other processes of a resume read them
-        path = os.path.join(workdir, name)
-        with open(path + ".tmp", "w") as f:
-            json.dump(value, f, indent=2, ensure_ascii=False)
-        os.replace(path + ".tmp", path)
+        write_json(os.path.join(workdir, name), value)
 
 
 def _check_init_exists(config: ml_collections.ConfigDict, workdir: str) -> None:
