@@ -9,6 +9,7 @@ import pytest
 
 import configs.paper
 from w2v_jax import experiment
+from w2v_jax.experiment import pipeline
 
 
 def small_config():
@@ -69,7 +70,8 @@ def test_a_rerun_skips_every_finished_stage(demo, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished model was trained again")
 
-    monkeypatch.setattr(experiment, "train", no_training)
-    monkeypatch.setattr(experiment, "extract", no_training)
+    monkeypatch.setattr(pipeline, "train", no_training)
+    monkeypatch.setattr(pipeline, "extract", no_training)
+    monkeypatch.setattr(pipeline, "evaluate_run", no_training)
     again = experiment.run(small_config(), workdir)
     assert set(again["accuracy"]) == {"sex", "tone+sex"}
