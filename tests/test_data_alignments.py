@@ -126,3 +126,18 @@ def test_textgrid_without_phones_tier(tmp_path):
     A.write_textgrid(path, {"words": WORDS}, 0.3)
     with pytest.raises(DataError, match=r"W\.TextGrid: no 'phones' tier"):
         A.read_textgrid(path)
+
+
+def test_phone_shorter_than_a_frame_never_takes_a_neighbours_frame():
+    # d [0.200, 0.205): midpoint .2025 -> (.2025*16000 - 200)/320 = 9.5 -> frame 9 (ties go
+    # earlier), centred at .1925, inside ong1: d owns no frame and gets no row.
+    # e5 [0.205, 0.3): midpoint .2525 -> frame 12 (.2525), its own.
+    segments = _segments([A.Interval(0.05, 0.10, "zh"), A.Interval(0.10, 0.20, "ong1"),
+                          A.Interval(0.20, 0.205, "d"), A.Interval(0.205, 0.30, "e5")])
+    table = A.segment_columns(segments, "F", NUM_FRAMES, CFG)
+    assert table["frame"].tolist() == [3, 7, 12]
+    assert table["initial"].tolist() == [L.INITIALS.index("zh"), _, _]
+    np.testing.assert_allclose(table["start"], [0.05, 0.10, 0.205], atol=1e-7)
+    frames = A.frame_labels(segments, "F", NUM_FRAMES, CFG)
+    for task in L.TASKS:  # every row's label is the one its frame carries
+        assert frames[task][table["frame"]].tolist() == table[task].tolist(), task

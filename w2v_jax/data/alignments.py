@@ -4,8 +4,10 @@ A frame takes the label of the segment whose half-open span [start, end) contain
 the frame's centre; frames in no segment take IGNORE (-1). Silence labels ("",
 sil, sp, spn) are no segment. Sex labels every frame inside a speech segment.
 The central frame of a segment is the frame whose centre is nearest the segment
-midpoint (ties go to the earlier frame); a segment shorter than a frame may own no
-frame label but still has a central frame.
+midpoint (ties go to the earlier frame). A segment whose central frame's centre falls
+outside it (shorter than a frame's stride, or cut by the audio's edge) has no frame of
+its own: that frame belongs to a neighbour (or to silence), so the segment gets no row
+in the segment table; `segment_columns` leaves it out and the reader counts it.
 """
 
 from __future__ import annotations
@@ -179,14 +181,29 @@ def central_frames(starts: np.ndarray, ends: np.ndarray, num_frames: int, cfg,
     return np.clip(frame, 0, max(num_frames - 1, 0)).astype(np.int32)
 
 
+def owns_central_frame(segments: Sequence[PhoneSegment], frames: np.ndarray, num_frames: int,
+                       cfg, sample_rate: int = 16000) -> np.ndarray:
+    """(K,) bool: the central frame's centre lies in the segment's [start, end), the same
+    test `frame_labels` uses, so the frame carries this segment's labels."""
+    centers = frame_centers(num_frames, cfg, sample_rate)[frames] if len(frames) else np.zeros(0)
+    starts = np.array([s.start for s in segments], np.float64)
+    ends = np.array([s.end for s in segments], np.float64)
+    return (starts <= centers) & (centers < ends)
+
+
 def segment_columns(segments: Sequence[PhoneSegment], sex: str, num_frames: int, cfg,
                     sample_rate: int = 16000) -> dict[str, np.ndarray]:
-    """Segment table of one utterance: start, end (s), central frame, label per task."""
+    """Segment table of one utterance: start, end (s), central frame, label per task.
+
+    Only segments that contain their central frame's centre (`owns_central_frame`).
+    """
+    frames = central_frames([s.start for s in segments], [s.end for s in segments],
+                            num_frames, cfg, sample_rate)
+    owned = owns_central_frame(segments, frames, num_frames, cfg, sample_rate)
+    segments = [s for s, keep in zip(segments, owned) if keep]
     starts = np.array([s.start for s in segments], np.float32)
     ends = np.array([s.end for s in segments], np.float32)
-    columns = {"start": starts, "end": ends,
-               "frame": central_frames([s.start for s in segments], [s.end for s in segments],
-                                       num_frames, cfg, sample_rate)}
+    columns = {"start": starts, "end": ends, "frame": frames[owned].astype(np.int32)}
     per_segment = [s.task_labels(sex) for s in segments]
     for task in L.TASKS:
         columns[task] = np.array([row[task] for row in per_segment], np.int32)
