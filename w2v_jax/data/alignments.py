@@ -1,4 +1,4 @@
-"""Alignment readers (MFA TextGrid, Kaldi CTM) and frame-level labelling.
+"""Alignment readers (MFA TextGrid, Kaldi CTM; pinyin or MFA IPA phones) and frame labels.
 
 A frame takes the label of the segment whose half-open span [start, end) contains
 the frame's centre; frames in no segment take IGNORE (-1). Silence labels ("",
@@ -22,6 +22,7 @@ import numpy as np
 from absl import logging
 
 from w2v_jax.data import labels as L
+from w2v_jax.data import phonesets
 from w2v_jax.data.errors import DataError
 
 PHONES_TIER = "phones"
@@ -121,15 +122,15 @@ def phone_segments(intervals: Iterable[Interval], *, duration: float, frame_seco
     """Speech segments of a phones tier, checked against the audio's duration.
 
     Overlapping intervals are an error. An interval ending past the audio by at most
-    one frame is clipped with a warning (aligners round); further is an error.
+    one frame is clipped with a warning (aligners round); further is an error. Labels
+    are pinyin phones, or MFA's IPA phones (regrouped by `phonesets`, one table).
     """
     intervals = sorted(intervals, key=lambda iv: (iv.start, iv.end))
     for a, b in zip(intervals, intervals[1:]):
         if b.start < a.end - 1e-9:
             raise DataError(f"{source}: overlapping intervals {a.label!r} [{a.start}, {a.end}] "
                             f"and {b.label!r} [{b.start}, {b.end}]")
-    segments: list[PhoneSegment] = []
-    previous_initial, previous_end = "", -math.inf
+    kept: list[Interval] = []
     for iv in intervals:
         if iv.end <= iv.start:
             raise DataError(f"{source}: empty or reversed interval {iv.label!r} [{iv.start}, {iv.end}]")
@@ -142,6 +143,12 @@ def phone_segments(intervals: Iterable[Interval], *, duration: float, frame_seco
             iv = dataclasses.replace(iv, end=duration)
             if iv.end <= iv.start:
                 continue
+        kept.append(iv)
+    if phonesets.is_ipa([iv.label for iv in kept]):
+        return _ipa_segments(kept, source)
+    segments: list[PhoneSegment] = []
+    previous_initial, previous_end = "", -math.inf
+    for iv in kept:
         if L.is_silence(iv.label):
             previous_initial = ""
             continue
@@ -153,6 +160,31 @@ def phone_segments(intervals: Iterable[Interval], *, duration: float, frame_seco
         segments.append(PhoneSegment(iv.start, iv.end, phone))
         previous_initial = phone.name if phone.kind == "initial" else ""
         previous_end = iv.end
+    return segments
+
+
+def _ipa_segments(intervals: Sequence[Interval], source: str) -> list[PhoneSegment]:
+    """MFA IPA phones regrouped into pinyin initials and finals (w2v_jax.data.phonesets);
+    a syllable never spans silence or a gap between intervals."""
+    segments: list[PhoneSegment] = []
+    run: list[Interval] = []
+
+    def flush():
+        labels = [iv.label for iv in run]
+        where = f"{source}: interval [{run[0].start}, {run[-1].end}]" if run else source
+        for first, last, phone in phonesets.syllabify(labels, where):
+            segments.append(PhoneSegment(run[first].start, run[last].end, phone))
+        run.clear()
+
+    for iv in intervals:
+        if L.is_silence(iv.label) or (run and abs(iv.start - run[-1].end) > 1e-6):
+            if run:
+                flush()
+            if L.is_silence(iv.label):
+                continue
+        run.append(iv)
+    if run:
+        flush()
     return segments
 
 
