@@ -422,27 +422,46 @@ def _reverberate(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return fftconvolve(x, response)[:len(x)]
 
 
-def synthesize_utterance(v: Voice, rng: np.random.Generator, options: Options):
-    """(audio float in [-1, 1] at 16 kHz, words tier, phones tier, transcript, drops).
+@dataclasses.dataclass
+class Spoken:
+    """One synthesised utterance and what eSpeak was told."""
+    audio: np.ndarray            # float in [-1, 1] at 16 kHz
+    words: list[Interval]        # TextGrid tiers, gaps filled with empty intervals
+    phones: list[Interval]
+    transcript: str              # words separated by spaces, as AISHELL writes them
+    text: str                    # the pinyin eSpeak read
+    rate: int                    # espeakRATE used
+    pitch_range: int             # espeakRANGE used
+    lead: float                  # seconds of silence before eSpeak's first sample
+    drops: collections.Counter   # sentences eSpeak did not say as given, by reason
 
-    `drops` counts the sentences eSpeak did not say as given (tried again with another).
-    """
-    import soxr
+
+def synthesize_utterance(v: Voice, rng: np.random.Generator, options: Options) -> Spoken:
+    """A sentence drawn from `rng`, spoken by `v`; sentences that eSpeak does not say as
+    given are counted in `drops` and replaced by another."""
     drops = collections.Counter()
     for _ in range(options.max_tries):
-        words = sentence(rng, options.sandhi)
-        text, syllables, positions = spoken_text(words)
-        rate = int(round(v.rate * rng.uniform(0.9, 1.1)))
-        pitch_range = int(np.clip(v.range + rng.integers(-8, 9), 30, 100))
-        raw, events = engine().synthesize(text, v, rate=rate, pitch_range=pitch_range,
-                                          random_seed=int(rng.integers(1, 2 ** 31)))
         try:
-            phones = align(syllables, positions, events, len(raw))
-            break
+            spoken = say(sentence(rng, options.sandhi), v, rng, options)
         except AlignmentMismatch as e:
             drops[e.reason] += 1
-    else:
-        raise RuntimeError(f"eSpeak said none of {options.max_tries} sentences as given for {v}")
+            continue
+        spoken.drops = drops
+        return spoken
+    raise RuntimeError(f"eSpeak said none of {options.max_tries} sentences as given for {v}")
+
+
+def say(words: Sequence[Word | None], v: Voice, rng: np.random.Generator,
+        options: Options = Options(seed=0)) -> Spoken:
+    """`words` spoken by `v` with this utterance's variation drawn from `rng`; raises
+    AlignmentMismatch when eSpeak's phoneme events do not fit the syllables."""
+    import soxr
+    text, syllables, positions = spoken_text(words)
+    rate = int(round(v.rate * rng.uniform(0.9, 1.1)))
+    pitch_range = int(np.clip(v.range + rng.integers(-8, 9), 30, 100))
+    raw, events = engine().synthesize(text, v, rate=rate, pitch_range=pitch_range,
+                                      random_seed=int(rng.integers(1, 2 ** 31)))
+    phones = align(syllables, positions, events, len(raw))
     lead, tail = (int(rng.uniform(0.1, 0.3) * SAMPLE_RATE) for _ in range(2))
     speech = soxr.resample(raw.astype(np.float32) / 32768.0, ESPEAK_RATE, SAMPLE_RATE, quality="HQ")
     audio = np.concatenate([np.zeros(lead), speech, np.zeros(tail)])
@@ -469,7 +488,8 @@ def synthesize_utterance(v: Voice, rng: np.random.Generator, options: Options):
         snr = rng.uniform(options.noise_snr, options.noise_snr + 10)
         audio = audio + rng.standard_normal(len(audio)) * np.sqrt(speech_power / 10 ** (snr / 10))
     transcript = " ".join(w.text for w in words if w is not None)
-    return (audio, _fill(word_tier, duration), _fill(phone_tier, duration), transcript, drops)
+    return Spoken(audio, _fill(word_tier, duration), _fill(phone_tier, duration), transcript,
+                  text, rate, pitch_range, offset, collections.Counter())
 
 
 # ---------------------------------------------------------------------- corpus
@@ -480,17 +500,17 @@ def _utterance_id(v: Voice, u: int) -> str:
 def _write_utterance(staging: str, split: str, v: Voice, u: int, options: Options) -> dict[str, Any]:
     import soundfile as sf
     rng = np.random.default_rng([options.seed, v.index, u])
-    audio, words, phones, transcript, drops = synthesize_utterance(v, rng, options)
-    pcm = np.clip(np.round(audio * 32767), -32768, 32767).astype(np.int16)
+    spoken = synthesize_utterance(v, rng, options)
+    pcm = np.clip(np.round(spoken.audio * 32767), -32768, 32767).astype(np.int16)
     utt_id = _utterance_id(v, u)
     sf.write(os.path.join(staging, aishell.WAV_DIR, split, v.speaker, utt_id + ".wav"), pcm,
              SAMPLE_RATE, subtype="PCM_16")
     write_textgrid(os.path.join(staging, "alignments", v.speaker, utt_id + ".TextGrid"),
-                   {"words": words, "phones": phones}, len(pcm) / SAMPLE_RATE)
-    finals = [iv.label for iv in phones if iv.label[-1:].isdigit()]
-    return {"id": utt_id, "transcript": transcript, "seconds": len(pcm) / SAMPLE_RATE,
+                   {"words": spoken.words, "phones": spoken.phones}, len(pcm) / SAMPLE_RATE)
+    finals = [iv.label for iv in spoken.phones if iv.label[-1:].isdigit()]
+    return {"id": utt_id, "transcript": spoken.transcript, "seconds": len(pcm) / SAMPLE_RATE,
             "finals": collections.Counter(f[:-1] for f in finals),
-            "tones": collections.Counter(f[-1] for f in finals), "dropped": drops}
+            "tones": collections.Counter(f[-1] for f in finals), "dropped": spoken.drops}
 
 
 def _write_speaker(staging: str, split: str, v: Voice, utterances: int,
