@@ -144,7 +144,7 @@ def test_f0_shows_tones_and_sex(corpus):
     reader = aishell.Corpus(corpus)
     slopes, registers = collections.defaultdict(list), collections.defaultdict(list)
     for split in aishell.SPLITS:
-        for utt in reader.utterances(split):
+        for utt in reader.utterances(split)[::2]:  # 9 of the 18 utterances: a few seconds
             audio, sr = sf.read(utt.wav_path)
             f0, voiced, _ = librosa.pyin(audio, fmin=60, fmax=450, sr=sr, frame_length=1024,
                                          hop_length=160, resolution=0.5)
@@ -159,6 +159,6 @@ def test_f0_shows_tones_and_sex(corpus):
                 third = len(pitch) // 3
                 slopes[iv.label[-1]].append(12 * np.log2(np.median(pitch[-third:]) /
                                                          np.median(pitch[:third])))
-    assert np.median(slopes["2"]) > 0.5 and np.median(slopes["4"]) < -0.5, \
-        {tone: np.median(s) for tone, s in slopes.items()}
+    assert min(len(slopes["2"]), len(slopes["4"])) >= 5
+    assert np.median(slopes["2"]) > 0.5 and np.median(slopes["4"]) < -0.5  # semitones
     assert np.median(registers["F"]) > 1.4 * np.median(registers["M"])

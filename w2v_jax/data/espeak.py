@@ -150,8 +150,9 @@ class Word:
 # Part-of-speech classes of jieba's tags and sentence patterns over them.
 _POS_CLASSES = {"N": ("n", "vn", "ng", "s", "f"), "V": ("v", "vg", "vn"), "A": ("a", "ad", "an", "ag"),
                 "D": ("d",), "R": ("r",), "P": ("p",), "C": ("c",), "T": ("t",), "L": ("l", "i", "j"),
-                "U": ("uj", "ul", "uz", "u", "y")}
-_PATTERNS = ("RDVN", "TRVAUN", "NVN", "RVUN", "NDA", "RPNVN", "CRDV", "ANVL", "RDVUAN", "NDVN")
+                "U": ("uj", "ul", "uz", "u", "y"), "E": ("e", "o")}
+_PATTERNS = ("RDVN", "TRVAUN", "NVN", "RVUN", "NDA", "RPNVN", "CRDV", "ANVL", "RDVUAN", "NDVN",
+             "ERDV", "NVE")
 
 
 @functools.lru_cache(maxsize=None)
@@ -172,17 +173,21 @@ def _lexicon(sandhi: bool) -> tuple[dict[str, list[Word]], dict[str, np.ndarray]
                 continue
             finals = [L.parse_syllable(s).final for s in pinyin]
             rows.append((Word(text, pinyin, spoken), int(count), pos, finals))
-    final_counts = collections.Counter(f for *_, finals in rows for f in finals)
-    typical = float(np.median(list(final_counts.values())))
+    # Frequent words dominate less (count ** 0.5); words with finals that this weighting
+    # leaves rare are boosted, so every final occurs many times in a few hundred sentences.
+    mass = collections.Counter()
+    for _, count, _, finals in rows:
+        for final in finals:
+            mass[final] += count ** 0.5
+    typical = float(np.median(list(mass.values())))
     words: dict[str, list[Word]] = {}
     weights: dict[str, list[float]] = {}
     for word, count, pos, finals in rows:
-        # Frequent words dominate less (count ** 0.5); rare finals are boosted.
-        boost = max(min(40.0, (typical / final_counts[f]) ** 0.75) for f in finals)
+        boost = max(1.0, max(min(100.0, typical / mass[f]) for f in finals))
         for cls, tags in _POS_CLASSES.items():
             if pos in tags:
                 words.setdefault(cls, []).append(word)
-                weights.setdefault(cls, []).append(count ** 0.5 * max(boost, 1.0))
+                weights.setdefault(cls, []).append(count ** 0.5 * boost)
     return words, {cls: np.asarray(w) / np.sum(w) for cls, w in weights.items()}
 
 
