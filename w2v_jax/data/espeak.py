@@ -207,7 +207,7 @@ def sentence(rng: np.random.Generator, sandhi: bool = True) -> list[Word | None]
                 syllables += len(word.pinyin)
         if syllables <= MAX_SYLLABLES:
             return out
-        # Too long: keep whole patterns only if a prefix fits, else draw again.
+        # Too long: drop words from the end while it still has 4 syllables, else draw again.
         while out and sum(len(w.pinyin) for w in out if w) > MAX_SYLLABLES:
             out.pop()
         while out and out[-1] is None:

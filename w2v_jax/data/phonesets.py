@@ -62,7 +62,6 @@ CHAO_TONES = {"˥˥": "1", "˥": "1", "˧˥": "2", "˨˩˦": "3", "˨˩": "3", "
 _DIPHTHONGS = {"aj": "ai", "aw": "au", "ej": "ei", "ow": "ou"}
 VOWELS = frozenset(v for _, v, _ in IPA_FINALS) | frozenset(_DIPHTHONGS)
 GLIDES = frozenset({"j", "w", "ɥ"})
-CODAS = frozenset({"n", "ŋ", "ɻ"})
 _LABIALS = frozenset({"b", "p", "m", "f"})
 _CHAO = "˥˦˧˨˩"
 _IPA_ONLY = frozenset("ʰʈʂɕʐŋəɥʔɻɚɤʊ\u0329" + _CHAO)
