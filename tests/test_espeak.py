@@ -162,3 +162,21 @@ def test_f0_shows_tones_and_sex(corpus):
     assert min(len(slopes["2"]), len(slopes["4"])) >= 5
     assert np.median(slopes["2"]) > 0.5 and np.median(slopes["4"]) < -0.5  # semitones
     assert np.median(registers["F"]) > 1.4 * np.median(registers["M"])
+
+
+def test_noise_and_reverberation_leave_the_alignment():
+    words = [espeak.Word("中国", ("zhong1", "guo2"), ("zhong1", "guo2")),
+             espeak.Word("学生", ("xue2", "sheng5"), ("xue2", "sheng5"))]
+    v = espeak.voice(0)
+    clean = espeak.say(words, v, np.random.default_rng(5))
+    noisy = espeak.say(words, v, np.random.default_rng(5),
+                       espeak.Options(seed=0, noise_snr=10.0, reverb=1.0))
+    # Same draws, so the same timing; eSpeak's carried-over state moves events by samples.
+    assert [iv.label for iv in noisy.phones] == [iv.label for iv in clean.phones]
+    for a, b in zip(noisy.phones + noisy.words, clean.phones + clean.words):
+        assert (a.start, a.end) == pytest.approx((b.start, b.end), abs=0.002)
+    lead = int(clean.lead * espeak.SAMPLE_RATE)
+    speech, silence = noisy.audio[lead:], noisy.audio[:lead]
+    snr = 10 * np.log10(np.mean(speech ** 2) / np.mean(silence ** 2))
+    assert 8 < snr < 22  # drawn from [10, 20] dB; the speech part holds noise and reverb too
+    assert np.abs(clean.audio[:lead]).max() < 1e-3
