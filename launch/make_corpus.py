@@ -12,9 +12,9 @@ from absl import app, flags
 from w2v_jax.data import espeak
 
 flags.DEFINE_string("out", None, "Output corpus folder (must not exist).")
-flags.DEFINE_integer("speakers", None, "Speakers (alternating F/M; at least 6).")
-flags.DEFINE_integer("utterances", None, "Utterances per speaker.")
-flags.DEFINE_integer("seed", None, "Random seed: same seed and flags, same bytes.")
+flags.DEFINE_integer("speakers", 48, "Speakers (alternating F/M; at least 6).")
+flags.DEFINE_integer("utterances", 40, "Utterances per speaker (about 3 s each).")
+flags.DEFINE_integer("seed", 0, "Random seed: same seed and flags, same bytes.")
 flags.DEFINE_integer("workers", None, "Worker processes (default: all CPUs).")
 flags.DEFINE_integer("first_speaker", 0, "Index of the first speaker in the voice table.")
 flags.DEFINE_integer("dev_speakers", None, "Dev speakers (default 10%, at least 2).")
@@ -22,7 +22,7 @@ flags.DEFINE_integer("test_speakers", None, "Test speakers (default 10%, at leas
 flags.DEFINE_float("noise_snr", None, "Add white noise at an SNR drawn from [DB, DB + 10] dB.")
 flags.DEFINE_float("reverb", 0.0, "Probability that an utterance gets room reverberation.")
 flags.DEFINE_bool("sandhi", True, "Speak tone sandhi inside words (labels keep dictionary tones).")
-flags.mark_flags_as_required(["out", "speakers", "utterances", "seed"])
+flags.mark_flag_as_required("out")
 
 
 def main(argv):

@@ -559,10 +559,10 @@ def _write_speaker(staging: str, split: str, v: Voice, utterances: int,
     return records
 
 
-def make_corpus(out_dir: str | os.PathLike, *, speakers: int, utterances: int, seed: int = 0,
-                workers: int | None = None, first_speaker: int = 0, dev_speakers: int | None = None,
-                test_speakers: int | None = None, sandhi: bool = True,
-                noise_snr: float | None = None, reverb: float = 0.0,
+def make_corpus(out_dir: str | os.PathLike, *, speakers: int = 48, utterances: int = 40,
+                seed: int = 0, workers: int | None = None, first_speaker: int = 0,
+                dev_speakers: int | None = None, test_speakers: int | None = None,
+                sandhi: bool = True, noise_snr: float | None = None, reverb: float = 0.0,
                 progress: bool = False) -> dict[str, Any]:
     """Write an eSpeak corpus to `out_dir` (which must not exist) and return its summary.
 
