@@ -1,7 +1,7 @@
 """The paper's grid in one call: corpus -> fine-tunings -> test accuracy -> extraction -> report.
 
     WORKDIR/manifest.json        the finished stages and what produced them
-    WORKDIR/corpus/              generated corpus (configs with config.synthetic.enabled)
+    WORKDIR/corpus/              generated corpus (when config.train.data.dir is empty)
     WORKDIR/train/<model>/       training run; backbone/ is the best checkpoint's backbone
     WORKDIR/train/<model>/test_metrics.json   test accuracy of that same checkpoint
     WORKDIR/embeddings/<model>/  embedding store of the test split
@@ -31,6 +31,7 @@ from w2v_jax.experiment import tables
 from w2v_jax.experiment.claims import check_claims, claims_text
 from w2v_jax.experiment.manifest import Manifest
 from w2v_jax.files import write_json
+from w2v_jax.models import ConfigError
 from w2v_jax.train import build, evaluate_run, fingerprint, train
 
 PRETRAINED = tables.PRETRAINED
@@ -38,22 +39,30 @@ LABEL_SETS = tables.LABEL_SETS
 
 
 def corpus_dir(config: ml_collections.ConfigDict, workdir: str, manifest: Manifest) -> str:
-    """The corpus: config.train.data.dir, or one generated once under WORKDIR/corpus."""
-    if not config.synthetic.enabled:
+    """The corpus: config.train.data.dir when given, else one generated once under WORKDIR/corpus."""
+    if config.train.data.dir:
         return config.train.data.dir
     out = os.path.join(workdir, "corpus")
-    recipe = config.synthetic.to_dict()
+    recipe = config.corpus.to_dict()
     if not manifest.done("corpus", recipe):
-        from w2v_jax.data import synthetic
-        staging = out + ".partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(out, ignore_errors=True)  # unrecorded: left by an interrupted run
-        synthetic.make_corpus(staging, num_speakers=config.synthetic.speakers,
-                              utterances_per_speaker=config.synthetic.utterances,
-                              seed=config.synthetic.seed)
-        os.replace(staging, out)
+        for leftover in (out, out + ".partial"):  # unrecorded: left by an interrupted run
+            shutil.rmtree(leftover, ignore_errors=True)
+        c = config.corpus
+        if c.generator == "espeak":
+            from w2v_jax.data import espeak
+            espeak.make_corpus(out, speakers=c.speakers, utterances=c.utterances, seed=c.seed,
+                               dev_speakers=c.dev_speakers, test_speakers=c.test_speakers,
+                               progress=True)
+        elif c.generator == "formant":
+            from w2v_jax.data import synthetic
+            synthetic.make_corpus(out + ".partial", num_speakers=c.speakers,
+                                  utterances_per_speaker=c.utterances, seed=c.seed)
+            os.replace(out + ".partial", out)
+        else:
+            raise ConfigError(f"config.corpus.generator={c.generator!r}: use 'espeak' or 'formant', "
+                              "or give a corpus with config.train.data.dir")
         manifest.record("corpus", recipe, dir=out)
-        logging.info("made the synthetic corpus in %s", out)
+        logging.info("made the %s corpus in %s", c.generator, out)
     return out
 
 

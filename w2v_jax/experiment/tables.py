@@ -59,7 +59,9 @@ def svcca_summary(scores: dict, top_fraction: float) -> str:
 
 def setup_text(config, corpus: str) -> str:
     t = config.train
-    kind = "synthetic corpus (see w2v_jax/data/synthetic.py)" if config.synthetic.enabled else "corpus"
+    kind = ("corpus" if config.train.data.dir else
+            {"espeak": "eSpeak NG Mandarin corpus (w2v_jax/data/espeak.py)",
+             "formant": "formant-synthesiser toy corpus (w2v_jax/data/synthetic.py)"}[config.corpus.generator])
     return (f"Backbone `{t.init}`" + (f" (preset {t.model.preset}, seed {t.seed})" if t.init == "random" else "")
             + f"; {kind} `{corpus}`; fine-tuned {t.freeze_steps} steps heads-only then to "
             f"{t.total_steps} steps; embeddings of the `{config.extract.split}` split at the "
