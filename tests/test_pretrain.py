@@ -8,27 +8,12 @@ import torch
 import transformers
 from flax import nnx
 
-from tests.tiny_hf import VARIANTS, tiny_hf_config
+from tests.tiny_hf import TINY_PRETRAINING, VARIANTS, tiny_hf_config
 from w2v_jax import pretrain
 from w2v_jax.hf import load_pretrained
-from w2v_jax.models.pretraining import PretrainingConfig, Wav2Vec2ForPreTraining
 from w2v_jax.models import Wav2Vec2Config
+from w2v_jax.models.pretraining import PretrainingConfig, Wav2Vec2ForPreTraining
 from w2v_jax.models.quantizer import GumbelQuantizer
-
-TINY_PRETRAINING = dict(num_codevector_groups=2, num_codevectors_per_group=8, codevector_dim=16,
-                        proj_codevector_dim=12)
-
-
-@pytest.fixture(scope="session")
-def hf_pretraining_checkpoints(tmp_path_factory):
-    """{variant: dir} of tiny random transformers Wav2Vec2ForPreTraining models."""
-    dirs = {}
-    for seed, variant in enumerate(VARIANTS):
-        torch.manual_seed(10 + seed)
-        model = transformers.Wav2Vec2ForPreTraining(tiny_hf_config(variant, **TINY_PRETRAINING))
-        dirs[variant] = str(tmp_path_factory.mktemp(f"hf-pt-{variant}"))
-        model.eval().save_pretrained(dirs[variant])
-    return dirs
 
 
 def batch_for(variant, frames_of):
