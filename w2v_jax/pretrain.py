@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from w2v_jax.models.config import ConfigError
 from w2v_jax.models.quantizer import perplexity
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -62,6 +63,22 @@ class Objective:
     max_temperature: float = 2.0
     min_temperature: float = 0.5
     temperature_decay: float = 0.999995
+
+    def __post_init__(self):
+        def fail(field, why):
+            raise ConfigError(f"Objective.{field}={getattr(self, field)!r}: {why}")
+
+        for field in ("mask_length", "num_negatives"):
+            if int(getattr(self, field)) < 1:
+                fail(field, "must be a positive integer")
+        if not 0.0 < self.mask_prob <= 1.0:
+            fail("mask_prob", "must lie in (0, 1]")
+        if not 0.0 < self.min_temperature <= self.max_temperature:
+            fail("min_temperature", "must lie in (0, max_temperature]")
+        if not 0.0 < self.temperature_decay <= 1.0:
+            fail("temperature_decay", "must lie in (0, 1]")
+        if self.logit_temperature <= 0.0:
+            fail("logit_temperature", "must be positive")
 
 
 def gumbel_temperature(step, objective: Objective = Objective()):
@@ -119,8 +136,10 @@ def sample_distractors(rng: np.random.Generator, mask_time_indices,
 
 def sample_batch(rng: np.random.Generator, frame_lengths, num_frames: int,
                  objective: Objective = Objective()) -> dict[str, np.ndarray]:
-    """Masks and distractors of one batch. Draw `rng` from (seed, step, process) so that a
-    resumed run redraws exactly: `np.random.default_rng((seed, step, process_index))`."""
+    """Masks and distractors of one batch. `frame_lengths` = config.num_frames(real samples
+    per row), `num_frames` = config.num_frames(padded samples). Draw `rng` from (seed, step,
+    process) so that a resumed run redraws exactly:
+    `np.random.default_rng((seed, step, process_index))`."""
     mask = span_mask(rng, frame_lengths, num_frames, objective)
     return {"mask_time_indices": mask,
             "sampled_negative_indices": sample_distractors(rng, mask, objective.num_negatives)}

@@ -73,6 +73,9 @@ class Wav2Vec2Model(nnx.Module):
         hidden, extract_features = self.feature_projection(features, k_proj, deterministic)
         config = self.config
         if mask_time_indices is not None:
+            if mask_time_indices.shape != frame_mask.shape:
+                raise ValueError(f"mask_time_indices shape {tuple(mask_time_indices.shape)} must be "
+                                 f"(batch, frames) = {tuple(frame_mask.shape)}")
             hidden = jnp.where(mask_time_indices[:, :, None],
                                self.masked_spec_embed[...].astype(hidden.dtype), hidden)
             config = config.replace(mask_time_prob=0.0)
