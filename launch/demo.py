@@ -8,24 +8,21 @@ tone+sex, finals+sex), extracts every layer at the central frame of each phone, 
 each layer with SVCCA and writes WORKDIR/report/report.md. Rerunning resumes.
 """
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-config_flags.DEFINE_config_file("config", "configs/paper.py:synthetic", "Experiment config.",
-                                lock_config=True)
+from launch import cli
+
+cli.define_config("configs/paper.py:synthetic", "Experiment config.")
 flags.DEFINE_string("workdir", "runs/demo", "Where the corpus, runs, embeddings and report go.")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     del argv
-    from w2v_jax.logs import quiet_library_logs
-
-    quiet_library_logs()
     from w2v_jax import experiment
 
     experiment.run_and_print(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, outputs=["workdir"])

@@ -3,8 +3,9 @@
   python -m launch.make_synthetic --out=DIR --speakers=12 --utterances=20 [--seed=0]
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from launch import cli
 from w2v_jax.data import synthetic
 
 flags.DEFINE_string("out", None, "Output corpus folder.")
@@ -27,4 +28,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, outputs=["out"])
