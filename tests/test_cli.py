@@ -86,6 +86,14 @@ def test_a_bad_corpus_file_under_strict(tmp_path, synthetic_corpus):  # noqa: F8
     assert not (tmp_path / "data").exists()
 
 
+def test_a_missing_store_and_too_few_speakers(tmp_path):
+    assert f"{tmp_path}/nope: no store.json" in launch(
+        "analyze", f"--embeddings={tmp_path}/nope", f"--out={tmp_path}/report")
+    assert "--speakers=4: 4 is not integer >= 6" in launch(
+        "make_synthetic", f"--out={tmp_path}/corpus", "--speakers=4")
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_refused_store_is_kept(tmp_path, synthetic_corpus):  # noqa: F811
     out = tmp_path / "emb"
     (out / "notes").mkdir(parents=True)
