@@ -1,7 +1,7 @@
 """How every entry point starts, and how it refuses a user's mistake: one line, exit status 2.
 
     from launch import cli
-    cli.define_config("configs/paper.py:demo")       # --config, its overrides checked
+    cli.define_config("configs/paper.py:synthetic")  # --config, its overrides checked
     ...
     if __name__ == "__main__":
         cli.run(main, outputs=["workdir"])
