@@ -37,9 +37,9 @@ def run(main: Callable[[list[str]], object], outputs: Sequence[str] = ()) -> Non
     """
 
     def guarded(argv):
-        from w2v_jax.logs import quiet_library_logs
+        from w2v_jax.logs import quiet_progress_bars
 
-        quiet_library_logs()
+        quiet_progress_bars()
         created = [p for p in (_first_missing(FLAGS[name].value) for name in outputs) if p]
         try:
             return main(argv)

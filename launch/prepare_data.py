@@ -3,6 +3,9 @@
   python -m launch.prepare_data --corpus_dir=CORPUS --alignments_dir=ALIGN --data_dir=DATA [--strict]
 """
 
+import contextlib
+import io
+
 from absl import flags
 
 from launch import cli
@@ -22,9 +25,11 @@ def main(argv):
     del argv
     from w2v_jax.models.config import Wav2Vec2Config
     f = flags.FLAGS
-    summary = tfds_aishell1.prepare(f.corpus_dir, f.data_dir, alignments_dir=f.alignments_dir,
-                                    cfg=Wav2Vec2Config.preset(f.preset), strict=f.strict,
-                                    resample=f.resample)
+    # TFDS prints "Downloading and preparing dataset..." even for this local build; our summary says it
+    with contextlib.redirect_stdout(io.StringIO()):
+        summary = tfds_aishell1.prepare(f.corpus_dir, f.data_dir, alignments_dir=f.alignments_dir,
+                                        cfg=Wav2Vec2Config.preset(f.preset), strict=f.strict,
+                                        resample=f.resample)
     print(summary.report())
 
 

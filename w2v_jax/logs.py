@@ -13,7 +13,7 @@ from absl import logging as absl_logging
 # TFDS logs every shard it writes).
 _NOISY = ("/orbax/", "/jax/_src/xla_bridge.py", "/tensorflow_datasets/")
 # Warnings that describe what we do on purpose: we open checkpoints read-only to restore them.
-_ROUTINE_WARNINGS = ("Given directory is read only",)
+_ROUTINE_WARNINGS = ("Given directory is read only", "CheckpointManagerOptions.read_only=True")
 
 
 class _QuietLibraries(logging.Filter):
@@ -29,9 +29,14 @@ _FILTER = _QuietLibraries()
 
 
 def quiet_library_logs() -> None:
-    """Drop noisy libraries' INFO lines and routine warnings (their other warnings and errors
-    still show), and TFDS's progress bars when TFDS is loaded. Idempotent."""
+    """Drop noisy libraries' INFO lines and routine warnings; their other warnings and errors
+    still show. Idempotent; `import w2v_jax` calls it."""
     logging.getLogger("absl").addFilter(_FILTER)  # orbax and TFDS log through absl's logger
     absl_logging.get_absl_handler().addFilter(_FILTER)  # what reaches absl's handler (jax)
-    if "tensorflow_datasets" in sys.modules:
+
+
+def quiet_progress_bars() -> None:
+    """No TFDS progress bars (launch.prepare_data has its own per-split one). The entry points
+    call it; a library user keeps TFDS's default."""
+    if "tensorflow_datasets" in sys.modules:  # only launch.prepare_data loads TFDS
         sys.modules["tensorflow_datasets"].disable_progress_bar()
