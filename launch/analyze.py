@@ -9,6 +9,8 @@ per label set), PCA/UMAP scatters of the chosen layers, and OUT/report.md embedd
 
 from absl import app, flags
 
+from launch import cli
+
 flags.DEFINE_multi_string("embeddings", None, "Store directories (launch.extract).", required=True)
 flags.DEFINE_list("names", None, "A name per store (default: the directory names).")
 flags.DEFINE_string("out", None, "Report directory.", required=True)
@@ -24,9 +26,6 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    from w2v_jax.logs import quiet_library_logs
-
-    quiet_library_logs()
     import os
 
     from w2v_jax.analysis.report import score_store, write_report
@@ -46,4 +45,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, outputs=["out"])

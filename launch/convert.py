@@ -6,18 +6,18 @@ r"""Convert a Hugging Face wav2vec 2.0 checkpoint to our model directory, or bac
 
 from absl import app, flags, logging
 
+from launch import cli
+
 flags.DEFINE_string("hf_dir", None, "HF checkpoint dir (config.json + weights) to convert from.")
 flags.DEFINE_string("checkpoint", None, "Our model dir to convert from (with --to_hf).")
 flags.DEFINE_string("output_dir", None, "Where to write the converted model.", required=True)
 flags.DEFINE_bool("to_hf", False, "Convert our model dir to a HF dir instead.")
+cli.existing_dirs("hf_dir", "checkpoint")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     del argv
-    from w2v_jax.logs import quiet_library_logs
-
-    quiet_library_logs()
     from w2v_jax import checkpoint, hf
 
     if FLAGS.to_hf:
@@ -32,4 +32,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, outputs=["output_dir"])

@@ -7,24 +7,21 @@ r"""The paper's experiment in one command: fine-tunings, extraction, SVCCA, repo
 Stages whose outputs exist are skipped: rerun the same command to resume.
 """
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-config_flags.DEFINE_config_file("config", "configs/paper.py", "configs/paper.py[:synthetic]",
-                                lock_config=True)
+from launch import cli
+
+cli.define_config("configs/paper.py", "configs/paper.py[:synthetic]")
 flags.DEFINE_string("workdir", None, "Experiment directory.", required=True)
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     del argv
-    from w2v_jax.logs import quiet_library_logs
-
-    quiet_library_logs()
     from w2v_jax import experiment
 
     experiment.run_and_print(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, outputs=["workdir"])

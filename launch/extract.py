@@ -12,7 +12,7 @@ extracts its share of every batch; OUT must be on a filesystem every process see
 
 from absl import app, flags
 
-from launch import multihost
+from launch import cli, multihost
 
 flags.DEFINE_string("data_dir", None, "Prepared dataset (launch.prepare_data).")
 flags.DEFINE_string("corpus_dir", None, "Or an AISHELL-1-layout corpus read into memory (small corpora).")
@@ -26,14 +26,12 @@ flags.DEFINE_string("preset", "tiny", "Preset of a random model.")
 flags.DEFINE_integer("batch_size", 8, "Utterances per batch on this process.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Stored embedding dtype.")
 flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"], "Model compute dtype.")
+cli.existing_dirs("data_dir", "corpus_dir", "alignments_dir", "checkpoint", "hf_dir")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     del argv
-    from w2v_jax.logs import quiet_library_logs
-
-    quiet_library_logs()
     import jax
 
     from w2v_jax.analysis.extract import extract
@@ -61,4 +59,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, outputs=["out"])

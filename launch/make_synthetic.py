@@ -3,12 +3,14 @@
   python -m launch.make_synthetic --out=DIR --speakers=12 --utterances=20 [--seed=0]
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from launch import cli
 from w2v_jax.data import synthetic
 
 flags.DEFINE_string("out", None, "Output corpus folder.")
-flags.DEFINE_integer("speakers", 12, "Speakers (alternating F/M; at least 6).")
+flags.DEFINE_integer("speakers", 12, "Speakers (alternating F/M): both sexes in each split.",
+                     lower_bound=6)
 flags.DEFINE_integer("utterances", 20, "Utterances per speaker.")
 flags.DEFINE_integer("seed", 0, "Random seed: same seed, same corpus.")
 flags.mark_flag_as_required("out")
@@ -27,4 +29,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, outputs=["out"])

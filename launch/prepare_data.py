@@ -3,8 +3,12 @@
   python -m launch.prepare_data --corpus_dir=CORPUS --alignments_dir=ALIGN --data_dir=DATA [--strict]
 """
 
-from absl import app, flags
+import contextlib
+import io
 
+from absl import flags
+
+from launch import cli
 from w2v_jax.data import tfds_aishell1
 
 flags.DEFINE_string("corpus_dir", None, "Folder holding data_aishell/ and resource_aishell/.")
@@ -14,20 +18,20 @@ flags.DEFINE_bool("strict", False, "Fail on the first bad utterance instead of s
 flags.DEFINE_bool("resample", True, "Resample audio at other rates to 16 kHz (else an error).")
 flags.DEFINE_string("preset", "base", "Wav2Vec2Config preset whose frame geometry labels use.")
 flags.mark_flags_as_required(["corpus_dir", "data_dir"])
+cli.existing_dirs("corpus_dir", "alignments_dir")
 
 
 def main(argv):
     del argv
-    from w2v_jax.logs import quiet_library_logs
-
-    quiet_library_logs()
     from w2v_jax.models.config import Wav2Vec2Config
     f = flags.FLAGS
-    summary = tfds_aishell1.prepare(f.corpus_dir, f.data_dir, alignments_dir=f.alignments_dir,
-                                    cfg=Wav2Vec2Config.preset(f.preset), strict=f.strict,
-                                    resample=f.resample)
+    # TFDS prints "Downloading and preparing dataset..." even for this local build; our summary says it
+    with contextlib.redirect_stdout(io.StringIO()):
+        summary = tfds_aishell1.prepare(f.corpus_dir, f.data_dir, alignments_dir=f.alignments_dir,
+                                        cfg=Wav2Vec2Config.preset(f.preset), strict=f.strict,
+                                        resample=f.resample)
     print(summary.report())
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, outputs=["data_dir"])

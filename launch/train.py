@@ -11,11 +11,10 @@ Multi-host: SLURM and TPU pods are detected; otherwise pass --coordinator_addres
 """
 
 from absl import app, flags
-from ml_collections import config_flags
 
-from launch import multihost
+from launch import cli, multihost
 
-config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py:ARG).", lock_config=True)
+cli.define_config(None, "Config file (configs/*.py:ARG).")
 flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, exported backbone.",
                     required=True)
 flags.DEFINE_string("export_backbone", None,
@@ -26,9 +25,6 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    from w2v_jax.logs import quiet_library_logs
-
-    quiet_library_logs()
     from w2v_jax.train import export_backbone, train
 
     if FLAGS.export_backbone:
@@ -42,4 +38,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, outputs=["workdir", "export_backbone"])

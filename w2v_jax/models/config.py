@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from w2v_jax.errors import UserError
+
 _NORMS = ("group", "layer")
 _ACTIVATIONS = ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh")
 _DTYPES = ("float32", "bfloat16")
@@ -29,7 +31,7 @@ _SUPPORTED_ARCHITECTURES = (
 )
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration value we cannot honour; the message names the field."""
 
 
