@@ -1,9 +1,10 @@
-r"""The built-in default: the paper's grid on a synthetic corpus with the tiny preset.
+r"""The built-in default: the paper's grid on generated eSpeak NG Mandarin speech.
 
   python -m launch.demo                      # about 5 minutes on 2 CPU cores
   python -m launch.demo --workdir=/tmp/w2v-jax/demo400 --config.train.total_steps=400
 
-Makes a synthetic Mandarin corpus, fine-tunes five tiny models (tone, finals, sex,
+Generates a 40-speaker Mandarin corpus with eSpeak NG (exact phone alignments from the
+synthesiser), fine-tunes five tiny models (tone, finals, sex,
 tone+sex, finals+sex), extracts every layer at the central frame of each phone, scores
 each layer with SVCCA and writes WORKDIR/report/report.md. Rerunning resumes.
 """
@@ -12,7 +13,7 @@ from absl import flags
 
 from launch import cli
 
-cli.define_config("configs/paper.py:synthetic", "Experiment config.")
+cli.define_config("configs/paper.py:demo", "Experiment config.")
 flags.DEFINE_string("workdir", "/tmp/w2v-jax/demo", "Where the corpus, runs, embeddings and report go.")
 FLAGS = flags.FLAGS
 

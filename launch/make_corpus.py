@@ -9,6 +9,7 @@ Speaker k is always the same voice (w2v_jax.data.espeak.voice_table): a corpus m
 
 from absl import app, flags
 
+from launch import cli
 from w2v_jax.data import espeak
 
 flags.DEFINE_string("out", None, "Output corpus folder (must not exist).")
@@ -34,7 +35,7 @@ def main(argv):
             first_speaker=f.first_speaker, dev_speakers=f.dev_speakers,
             test_speakers=f.test_speakers, sandhi=f.sandhi, noise_snr=f.noise_snr,
             reverb=f.reverb, progress=True)
-    except (ValueError, FileExistsError) as e:
+    except ValueError as e:
         raise app.UsageError(str(e)) from None
     for split, voices in summary["speakers"].items():
         print(f"{split}: {len(voices)} speakers ({sum(v['sex'] == 'F' for v in voices)} F, "
@@ -45,4 +46,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)
