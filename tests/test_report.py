@@ -56,7 +56,8 @@ def test_label_rows_keep_labelled_segments_and_renumber_present_classes(store):
 
 
 def test_scores_follow_the_planted_signal(store):
-    scores = score_store(store, label_sets=("tone", "sex"), metrics=("svcca", "cka"))
+    scores = score_store(store, label_sets=("tone", "sex"), metrics=("svcca", "cka"), bootstrap=0,
+                         floors=False)
     tone = scores["tone"]
     assert tone["svcca"][0] < 0.3 and tone["svcca"][-1] > 0.95  # noise at layer 0, signal on top
     assert np.all(np.diff(tone["svcca"]) > 0) and np.all(np.diff(tone["cka"]) > 0)
@@ -80,12 +81,20 @@ def test_report_files(store, tmp_path):
 
 
 def test_analyze_cli(store, tmp_path):
+    tuned = make_store(str(tmp_path / "tuned"), seed=1)
+    out = tmp_path / "out"
     subprocess.run([sys.executable, "-m", "launch.analyze", f"--embeddings={store.directory}",
-                    f"--out={tmp_path}", "--noumap", "--noprobes", "--label_sets=tone"],
+                    f"--embeddings={tuned.directory}", "--names=pretrained,tone", f"--out={out}",
+                    "--noumap", "--noprobes", "--label_sets=tone,sex", "--bootstrap=20"],
                    check=True, capture_output=True)
-    scores = json.loads((tmp_path / "scores.json").read_text())
-    assert set(scores["rising"]["tone"]) >= {"svcca", "samples", "classes"}
-    assert set(L.INVENTORIES) >= set(scores["rising"])
+    scores = json.loads((out / "scores.json").read_text())
+    assert set(scores["tone"]["tone"]) >= {"svcca", "samples", "classes", "svcca_low",
+                                           "svcca_permuted"}
+    claims = json.loads((out / "claims.json").read_text())
+    assert [(c["model"], c["label"], c["kind"]) for c in claims] == [("tone", "tone", "rises"),
+                                                                     ("tone", "sex", "falls")]
+    assert all(c["verdict"] in ("holds", "fails", "undecided") and c["ci"] for c in claims)
+    assert (out / "layer_similarity.png").stat().st_size > 0
 
 
 def rewrite_layer(store, layer, change):

@@ -56,11 +56,11 @@ def log_mel(audio: np.ndarray, *, frame_stride: int, receptive_field: int,
     import librosa  # imported here: slow to import, and only the baseline needs it
 
     audio = np.asarray(audio, np.float32)
-    n_fft = 1 << int(np.ceil(np.log2(receptive_field)))
+    # n_fft = the field: a longer FFT would centre the window inside it, shifting every
+    # frame by (n_fft - field) / 2 samples off the model's frame.
     mel = librosa.feature.melspectrogram(
-        y=np.pad(audio, (0, max(0, receptive_field - len(audio)))), sr=sample_rate, n_fft=n_fft,
-        hop_length=frame_stride, win_length=receptive_field, center=False, n_mels=n_mels,
-        power=2.0)
+        y=np.pad(audio, (0, max(0, receptive_field - len(audio)))), sr=sample_rate,
+        n_fft=receptive_field, hop_length=frame_stride, center=False, n_mels=n_mels, power=2.0)
     return np.log(mel.T + 1e-10).astype(np.float32)
 
 
