@@ -108,3 +108,22 @@ def test_bootstrap_rejects_keep_outside_the_unit_interval(data, keep):
     h, labels, groups = data
     with pytest.raises(ValueError, match="keep must lie in"):
         bootstrap_layers("svcca", h, labels, groups, num_samples=2, keep=keep)
+
+
+def test_rate_bootstrap_matches_explicitly_repeated_speakers():
+    """Accuracy over a resample = hits / frames of the speakers drawn, with repeats."""
+    from w2v_jax.analysis.bootstrap import rate_bootstrap
+
+    rng = np.random.default_rng(5)
+    frames = rng.integers(50, 200, 7)
+    right = [rng.random((f, 3)) < [0.5, 0.7, 0.9] for f in frames]  # per frame, 3 layers
+    hits = np.stack([r.sum(0) for r in right])
+    out = rate_bootstrap(hits, frames, num_samples=25, seed=3)
+    counts = np.asarray(resample_counts(jax.random.key(3), 7, 25))
+    for b, c in enumerate(counts):
+        drawn = np.concatenate([right[g] for g in range(7) for _ in range(c[g])])
+        np.testing.assert_allclose(out["samples"][b], drawn.mean(0))
+    np.testing.assert_allclose(out["point"], np.concatenate(right).mean(0))
+    assert np.all(out["low"] < out["point"]) and np.all(out["point"] < out["high"])
+    with pytest.raises(TooFewSpeakers, match="too few speakers: 3"):
+        rate_bootstrap(hits[:3], frames[:3])

@@ -215,3 +215,26 @@ def bootstrap_layers(metric: str | Callable[..., jax.Array], h: jax.Array, y: ja
                              "of zero width: the resamples do not vary")
     return {"point": scores[0], "mean": np.nanmean(boot, axis=0), "low": low, "high": high,
             "samples": boot, "degenerate": degenerate, "groups": np.unique(groups)}
+
+
+def rate_bootstrap(hits: np.ndarray, totals: np.ndarray, *, num_samples: int = 200, seed: int = 0,
+                   ci: float = 0.95, min_speakers: int = MIN_SPEAKERS) -> dict[str, np.ndarray]:
+    """A rate sum(hits) / sum(totals) (e.g. accuracy) with a speaker-bootstrap interval.
+
+    hits: (G, ...) per speaker (e.g. frames right, per layer); totals: (G,) per speaker,
+    in sorted speaker order, so the resamples are those of `bootstrap_layers` with the
+    same speakers and seed. Returns {"point", "low", "high"} (...) and "samples" (B, ...).
+    Raises TooFewSpeakers under min_speakers speakers.
+    """
+    hits, totals = np.asarray(hits, float), np.asarray(totals, float)
+    if len(totals) < min_speakers:
+        raise TooFewSpeakers(f"too few speakers: {len(totals)}, a speaker bootstrap needs at "
+                             f"least {min_speakers}")
+    counts = np.asarray(resample_counts(jax.random.key(seed), len(totals), num_samples), float)
+    flat = hits.reshape(len(totals), -1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        samples = (counts @ flat) / (counts @ totals)[:, None]
+    samples = samples.reshape((num_samples,) + hits.shape[1:])
+    point = hits.sum(axis=0) / totals.sum()
+    low, high = interval(point, samples, ci)
+    return {"point": point, "low": low, "high": high, "samples": samples}

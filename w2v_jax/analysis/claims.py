@@ -20,10 +20,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-import jax
 import numpy as np
 
-from w2v_jax.analysis.bootstrap import interval, resample_counts
+from w2v_jax.analysis.bootstrap import TooFewSpeakers, interval, rate_bootstrap
 
 PRETRAINED = "pretrained"
 LABEL_SETS = ("tone", "final", "sex")
@@ -136,13 +135,12 @@ def _accuracy(accuracy: Mapping, model: str, task: str, num_samples: int, seed: 
     speakers = speakers[order]
     correct = np.asarray(by["correct"], float)[order]
     frames = np.asarray(by["frames"], float)[order]
-    point = float(correct.sum() / frames.sum())
-    if len(speakers) < min_speakers:
-        return _Statistic(point, None, None, f"too few speakers: {len(speakers)}")
-    counts = np.asarray(resample_counts(jax.random.key(seed), len(speakers), num_samples), float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        samples = (counts @ correct) / (counts @ frames)
-    return _Statistic(point, samples, speakers)
+    try:
+        rate = rate_bootstrap(correct, frames, num_samples=num_samples, seed=seed,
+                              min_speakers=min_speakers)
+    except TooFewSpeakers as err:
+        return _Statistic(float(correct.sum() / frames.sum()), None, None, str(err))
+    return _Statistic(float(rate["point"]), rate["samples"], speakers)
 
 
 def _fmt(stat: _Statistic) -> str:

@@ -11,7 +11,7 @@ from absl import logging
 
 from w2v_jax.analysis import store as store_lib
 from w2v_jax.analysis import baselines
-from w2v_jax.analysis.bootstrap import TooFewSpeakers, bootstrap_layers
+from w2v_jax.analysis.bootstrap import TooFewSpeakers, bootstrap_layers, rate_bootstrap
 from w2v_jax.analysis.cca import pwcca_layers, svcca, svcca_layers
 from w2v_jax.analysis.cka import cka_layers
 from w2v_jax.analysis.probes import probe_layers, speaker_split
@@ -48,6 +48,8 @@ def score_store(store: store_lib.Store, *, label_sets: Sequence[str] = LABEL_SET
 
     Returns scores[label_set], a dict of numpy arrays ((L,) unless said):
       <metric>, probe_accuracy, probe_macro_f1, samples, classes;
+      probe_accuracy_low, probe_accuracy_high: its interval over resamples of the
+        probe's held-out speakers (`bootstrap.rate_bootstrap`);
       svcca_low, svcca_high, svcca_degenerate: the 95% basic bootstrap interval over
         `bootstrap` speaker resamples (`bootstrap_layers`); svcca_samples (B, L) and
         speakers (G,) for paired claim statistics (`claims.check_claims`);
@@ -56,7 +58,7 @@ def score_store(store: store_lib.Store, *, label_sets: Sequence[str] = LABEL_SET
       svcca_logmel, probe_logmel (): the log-mel reference, when `log_mel` (N, 80) is
         given (rows aligned with the store, e.g. `baselines.log_mel_at_frames`);
     and, as text, why a part is missing: interval_reason (no bootstrap interval, e.g.
-    too few speakers), probe_reason (no probe). A label set that cannot be scored (a
+    too few speakers), probe_reason (no probe), probe_interval_reason. A label set that cannot be scored (a
     single class, fewer segments than dimensions) is {"skipped": reason}; if none can
     be, ValueError says why for each.
     """
@@ -84,10 +86,10 @@ def score_store(store: store_lib.Store, *, label_sets: Sequence[str] = LABEL_SET
             continue
         speakers = store.table["speaker"][rows]
         split, probe_reason = (_probe_split(store, label_set, rows, classes, speakers, seed)
-                               if probes else (None, "probes were not asked for"))
+                               if probes else (None, ""))
         chunk = max(1, int(_CHUNK_BYTES // (len(rows) * store.info["hidden_size"] * 4)))
         scores: dict[str, list] = {}
-        interval_reason = "" if bootstrap else "no speaker bootstrap was asked for"
+        interval_reason = ""  # why a bootstrap that was asked for gave no interval
         for start in range(0, store.num_layers, chunk):
             layers = range(start, min(start + chunk, store.num_layers))
             h = np.stack([store.layer(i, rows) for i in layers])
@@ -98,6 +100,7 @@ def score_store(store: store_lib.Store, *, label_sets: Sequence[str] = LABEL_SET
                     probe = probe_layers(h, classes, *split, num_classes=num_classes)
                     scores.setdefault("probe_accuracy", []).append(probe["accuracy"])
                     scores.setdefault("probe_macro_f1", []).append(probe["macro_f1"])
+                    scores.setdefault("probe_correct", []).append(probe["correct"])
                 if floors:
                     for k, v in baselines.svcca_floors(h, classes, seed=seed).items():
                         scores.setdefault(k, []).append(v)
@@ -129,7 +132,11 @@ def score_store(store: store_lib.Store, *, label_sets: Sequence[str] = LABEL_SET
                 scores.pop(k, None)
         # the random floors are per draw, not per layer: the first chunk's
         result = {k: (v[0] if k in ("svcca_random", "probe_random", "speakers")
-                      else np.concatenate(v, axis=-1)) for k, v in scores.items()}
+                      else np.concatenate(v, axis=0 if k == "probe_correct" else -1))
+                  for k, v in scores.items()}
+        if "probe_correct" in result:
+            result.update(_probe_interval(result.pop("probe_correct"), speakers, split[1],
+                                          bootstrap, seed))
         if log_mel is not None:
             result.update(_log_mel_scores(log_mel[rows], classes, num_classes, split))
         if interval_reason:
@@ -145,6 +152,21 @@ def score_store(store: store_lib.Store, *, label_sets: Sequence[str] = LABEL_SET
         raise ValueError(f"{store.directory}: no label set could be scored: "
                          + "; ".join(f"{k}: {r['skipped']}" for k, r in results.items()))
     return results
+
+
+def _probe_interval(correct: np.ndarray, speakers: np.ndarray, test: np.ndarray,
+                    bootstrap: int, seed: int) -> dict[str, np.ndarray | str]:
+    """probe_accuracy_low / _high (L,) over resamples of the probe's held-out speakers."""
+    if not bootstrap:
+        return {}
+    ids, which = np.unique(speakers[test], return_inverse=True)
+    hits = np.stack([np.bincount(which, weights=c[test], minlength=len(ids)) for c in correct], 1)
+    try:
+        rate = rate_bootstrap(hits, np.bincount(which, minlength=len(ids)),
+                              num_samples=bootstrap, seed=seed)
+    except TooFewSpeakers as err:
+        return {"probe_interval_reason": f"{err} held out for the probe"}
+    return {"probe_accuracy_low": rate["low"], "probe_accuracy_high": rate["high"]}
 
 
 def _log_mel_scores(features: np.ndarray, classes: np.ndarray, num_classes: int,
@@ -263,8 +285,8 @@ def layer_figures(scores: dict[str, Scores], out_dir: str) -> list[tuple[str, st
                 if metric not in d:
                     continue
                 curves.setdefault(label_set, {})[model] = d[metric]
-                if metric == "svcca" and "svcca_low" in d:
-                    bands.setdefault(label_set, {})[model] = (d["svcca_low"], d["svcca_high"])
+                if f"{metric}_low" in d:
+                    bands.setdefault(label_set, {})[model] = (d[f"{metric}_low"], d[f"{metric}_high"])
                 if prefix and f"{prefix}_logmel" in d:
                     reference[label_set] = float(d[f"{prefix}_logmel"])
         if not curves:
@@ -321,8 +343,9 @@ def missing_table(scores: dict[str, Scores]) -> str | None:
     rows = []
     for model, by in scores.items():
         for label_set, d in by.items():
-            for key, what in (("skipped", "not scored"), ("interval_reason", "no interval"),
-                              ("probe_reason", "no probe")):
+            for key, what in (("skipped", "not scored"), ("interval_reason", "no SVCCA interval"),
+                              ("probe_reason", "no probe"),
+                              ("probe_interval_reason", "no probe interval")):
                 if key in d:
                     rows.append([model, label_set, what, d[key]])
     return markdown_table(["model", "labels", "missing", "why"], rows) if rows else None
