@@ -53,8 +53,13 @@ def main(argv):
     claims = similarity = None
     if PRETRAINED in stores:
         tuned = [name for name in stores if name != PRETRAINED]
-        similarity = {name: layer_similarity(stores[PRETRAINED], stores[name],
-                                             max_samples=FLAGS.max_samples) for name in tuned}
+        similarity = {}
+        for name in tuned:
+            try:
+                similarity[name] = layer_similarity(stores[PRETRAINED], stores[name],
+                                                    max_samples=FLAGS.max_samples)
+            except ValueError as err:  # different segments, or too few: the rest still reports
+                print(f"no layer-to-layer curve for {name}: {err}")
         claims = check_claims(scores, {}, top_fraction=FLAGS.top_fraction,
                               keep_fraction=FLAGS.keep_fraction, same_accuracy_margin=0.02,
                               fine_tunings=tuned, num_samples=FLAGS.bootstrap)

@@ -51,7 +51,10 @@ def plot_layer_panels(curves: dict[str, dict[str, np.ndarray]], out: str | Path,
 
     panels = list(curves)
     models = list(dict.fromkeys(m for by in curves.values() for m in by))
-    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(models)}
+    # the pre-trained model in black, the reference the fine-tuned curves move from
+    tuned = [m for m in models if m != "pretrained"]
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(tuned)}
+    colours["pretrained"] = "black"
     cols = min(max_columns, len(panels))
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 3.1 * rows + 0.6), sharey=True,
