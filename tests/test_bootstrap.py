@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tests import cca_reference as ref
-from w2v_jax.analysis.bootstrap import bootstrap_layers, resample_counts
+from w2v_jax.analysis.bootstrap import TooFewSpeakers, bootstrap_layers, resample_counts
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_interval_brackets_the_estimate(data):
 
 def test_bootstrap_rejects_bad_groups(data):
     h, labels, groups = data
-    with pytest.raises(ValueError, match="2 distinct"):
+    with pytest.raises(TooFewSpeakers, match="too few speakers: 1"):
         bootstrap_layers("svcca", h, labels, np.zeros(len(labels)))
     with pytest.raises(ValueError, match="one speaker per sample"):
         bootstrap_layers("svcca", h, labels, groups[:-1])
@@ -82,17 +82,25 @@ def test_degenerate_resamples_are_left_out_of_the_interval(caplog):
     np.testing.assert_array_equal(out["degenerate"], [3, 3])
     valid = out["samples"][~degenerate]
     assert np.isnan(out["samples"][degenerate]).all() and np.isfinite(valid).all()
-    np.testing.assert_allclose(out["low"], np.quantile(valid, 0.025, axis=0))
-    np.testing.assert_allclose(out["high"], np.quantile(valid, 0.975, axis=0))
-    np.testing.assert_allclose(out["mean"], valid.mean(0))
+    # the basic interval: the resample quantiles reflected about the estimate
+    np.testing.assert_allclose(out["low"], 2 * out["point"] - np.quantile(valid, 0.975, axis=0), rtol=1e-6)
+    np.testing.assert_allclose(out["high"], 2 * out["point"] - np.quantile(valid, 0.025, axis=0), rtol=1e-6)
+    np.testing.assert_allclose(out["mean"], valid.mean(0), rtol=1e-6)
     assert "3 of 40 resamples of 6 speakers are degenerate" in caplog.text
 
 
 def test_mostly_degenerate_resamples_raise():
     h, sex, groups = sex_by_speaker([60, 60])
     assert single_sex_resamples(6, 2, 4).sum() == 3
-    with pytest.raises(ValueError, match="3 of 4 resamples of 2 speakers are degenerate"):
-        bootstrap_layers("svcca", h, sex, groups, num_samples=4, seed=6)
+    with pytest.raises(TooFewSpeakers, match="3 of 4 resamples of 2 speakers are degenerate"):
+        bootstrap_layers("svcca", h, sex, groups, num_samples=4, seed=6, min_speakers=2)
+
+
+def test_two_speakers_are_too_few_for_an_interval():
+    """Two speakers give 3 distinct resamples: once a zero-width band above the curve."""
+    h, sex, groups = sex_by_speaker([60, 60])
+    with pytest.raises(TooFewSpeakers, match="too few speakers: 2"):
+        bootstrap_layers("svcca", h, sex, groups, num_samples=20)
 
 
 @pytest.mark.parametrize("keep", [0.0, 1.5])
@@ -100,3 +108,22 @@ def test_bootstrap_rejects_keep_outside_the_unit_interval(data, keep):
     h, labels, groups = data
     with pytest.raises(ValueError, match="keep must lie in"):
         bootstrap_layers("svcca", h, labels, groups, num_samples=2, keep=keep)
+
+
+def test_rate_bootstrap_matches_explicitly_repeated_speakers():
+    """Accuracy over a resample = hits / frames of the speakers drawn, with repeats."""
+    from w2v_jax.analysis.bootstrap import rate_bootstrap
+
+    rng = np.random.default_rng(5)
+    frames = rng.integers(50, 200, 7)
+    right = [rng.random((f, 3)) < [0.5, 0.7, 0.9] for f in frames]  # per frame, 3 layers
+    hits = np.stack([r.sum(0) for r in right])
+    out = rate_bootstrap(hits, frames, num_samples=25, seed=3)
+    counts = np.asarray(resample_counts(jax.random.key(3), 7, 25))
+    for b, c in enumerate(counts):
+        drawn = np.concatenate([right[g] for g in range(7) for _ in range(c[g])])
+        np.testing.assert_allclose(out["samples"][b], drawn.mean(0))
+    np.testing.assert_allclose(out["point"], np.concatenate(right).mean(0))
+    assert np.all(out["low"] < out["point"]) and np.all(out["point"] < out["high"])
+    with pytest.raises(TooFewSpeakers, match="too few speakers: 3"):
+        rate_bootstrap(hits[:3], frames[:3])

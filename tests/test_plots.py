@@ -3,23 +3,49 @@
 import numpy as np
 import pytest
 
-from w2v_jax.analysis.plots import pca_2d, plot_layer_projection, plot_layer_scores
+from w2v_jax.analysis import plots
+from w2v_jax.analysis.plots import pca_2d, plot_layer_projection
 
 
-def test_layer_scores_figure(tmp_path):
-    layers = np.arange(25)
-    scores = {m: {"tone": 0.3 + 0.4 * np.sin(layers / 8), "sex": 0.8 - 0.02 * layers}
-              for m in ("pretrained", "fine-tuned tone")}
-    bands = {m: {"tone": (v["tone"] - 0.05, v["tone"] + 0.05)} for m, v in scores.items()}
-    paths = plot_layer_scores(scores, tmp_path / "fig" / "svcca", intervals=bands)
+@pytest.fixture
+def figures(monkeypatch):
+    """The matplotlib figures the plot functions save, kept for inspection."""
+    kept, save = [], plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, out: kept.append(fig) or save(fig, out))
+    return kept
+
+
+@pytest.mark.parametrize("num_layers", [4, 25])
+def test_layer_panels_figure(tmp_path, figures, num_layers):
+    layers = np.arange(num_layers)
+    panels = ("tone", "final", "sex", "tone (probe)")
+    curves = {p: {m: 0.3 + 0.4 * np.sin(layers / 8 + i) ** 2 for i, m in
+                  enumerate(("pretrained", "tone", "sex"))} for p in panels}
+    bands = {p: {m: (v - 0.05, v + 0.05) for m, v in by.items()} for p, by in curves.items()}
+    chance = {p: (np.full(num_layers, 0.05), np.full(num_layers, 0.12)) for p in panels}
+    paths = plots.plot_layer_panels(curves, tmp_path / "fig" / "svcca", intervals=bands,
+                                    chance=chance, reference={"tone": 0.4, "sex": 0.7})
     assert [p.suffix for p in paths] == [".png", ".svg"]
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[0].stat().st_size > 5000
     assert b"<svg" in paths[1].read_bytes()[:500]
+    (fig,) = figures
+    assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in fig.axes)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels[:2] == ["chance (random features, permuted labels)", "log-mel"]
+    assert set(labels[2:]) == {"pretrained", "tone", "sex"}
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == list(panels)
+    width, height = fig.get_size_inches()
+    assert width <= 12.5 and height <= 8  # a 2 x 3 grid, not a strip of panels
+    for ax in visible:
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks and all(float(t).is_integer() for t in ticks)
 
 
-def test_layer_scores_figure_needs_curves(tmp_path):
-    with pytest.raises(ValueError, match=r"no score curves to plot for model\(s\) \['empty'\]"):
-        plot_layer_scores({"full": {"tone": np.ones(3)}, "empty": {}}, tmp_path / "svcca")
+def test_layer_panels_need_curves(tmp_path):
+    with pytest.raises(ValueError, match=r"no score curves to plot for panel\(s\) \['empty'\]"):
+        plots.plot_layer_panels({"full": {"m": np.ones(3)}, "empty": {}}, tmp_path / "svcca")
 
 
 def test_pca_matches_numpy_svd():

@@ -39,8 +39,9 @@ def test_scores_match_sklearn():
     truth, pred = rng.integers(0, 5, 200), rng.integers(0, 4, 200)
     truth[pred == 1] = 1  # make some classes easier
     w = (rng.random(200) < 0.7).astype(np.float32)
-    acc, f1 = _scores(pred, truth, w, 6)
+    acc, f1, correct = _scores(pred, truth, w, 6)
     keep = w > 0
+    np.testing.assert_array_equal(correct, keep & (pred == truth))
     assert float(acc) == pytest.approx(accuracy_score(truth[keep], pred[keep]), abs=1e-6)
     assert float(f1) == pytest.approx(f1_score(truth[keep], pred[keep], average="macro"), abs=1e-6)
 

@@ -56,7 +56,8 @@ def test_label_rows_keep_labelled_segments_and_renumber_present_classes(store):
 
 
 def test_scores_follow_the_planted_signal(store):
-    scores = score_store(store, label_sets=("tone", "sex"), metrics=("svcca", "cka"))
+    scores = score_store(store, label_sets=("tone", "sex"), metrics=("svcca", "cka"), bootstrap=0,
+                         floors=False)
     tone = scores["tone"]
     assert tone["svcca"][0] < 0.3 and tone["svcca"][-1] > 0.95  # noise at layer 0, signal on top
     assert np.all(np.diff(tone["svcca"]) > 0) and np.all(np.diff(tone["cka"]) > 0)
@@ -80,12 +81,20 @@ def test_report_files(store, tmp_path):
 
 
 def test_analyze_cli(store, tmp_path):
+    tuned = make_store(str(tmp_path / "tuned"), seed=1)
+    out = tmp_path / "out"
     subprocess.run([sys.executable, "-m", "launch.analyze", f"--embeddings={store.directory}",
-                    f"--out={tmp_path}", "--noumap", "--noprobes", "--label_sets=tone"],
+                    f"--embeddings={tuned.directory}", "--names=pretrained,tone", f"--out={out}",
+                    "--noumap", "--noprobes", "--label_sets=tone,sex", "--bootstrap=20"],
                    check=True, capture_output=True)
-    scores = json.loads((tmp_path / "scores.json").read_text())
-    assert set(scores["rising"]["tone"]) >= {"svcca", "samples", "classes"}
-    assert set(L.INVENTORIES) >= set(scores["rising"])
+    scores = json.loads((out / "scores.json").read_text())
+    assert set(scores["tone"]["tone"]) >= {"svcca", "samples", "classes", "svcca_low",
+                                           "svcca_permuted"}
+    claims = json.loads((out / "claims.json").read_text())
+    assert [(c["model"], c["label"], c["kind"]) for c in claims] == [("tone", "tone", "rises"),
+                                                                     ("tone", "sex", "falls")]
+    assert all(c["verdict"] in ("holds", "fails", "undecided") and c["ci"] for c in claims)
+    assert (out / "layer_similarity.png").stat().st_size > 0
 
 
 def rewrite_layer(store, layer, change):
@@ -99,7 +108,7 @@ def test_layer_rows_must_match_the_segment_table(tmp_path):
     rewrite_layer(store, 1, lambda x: np.concatenate([x, x[:50]]))
     with pytest.raises(ValueError, match=rf"extra/part-000/layer_01.npy has {n + 50} rows, "
                                          rf"but segments.csv has {n} segments"):
-        score_store(store, label_sets=("tone",), probes=False)
+        score_store(store, label_sets=("tone",), probes=False, bootstrap=0, floors=False)
     rewrite_layer(store, 1, lambda x: x[:100])
     with pytest.raises(ValueError, match=rf"layer_01.npy has 100 rows, but segments.csv has {n}"):
         store.layer(1, np.arange(n))
@@ -119,19 +128,22 @@ def test_nan_error_names_store_layer_and_label_set(tmp_path):
     store = make_store(str(tmp_path / "broken"))
     rewrite_layer(store, 2, lambda x: np.where(np.arange(len(x))[:, None] == 7, np.nan, x))
     with pytest.raises(ValueError, match=r"broken: label set 'sex', layer_02.npy: x contains NaN"):
-        score_store(store, label_sets=("sex",), probes=False)
+        score_store(store, label_sets=("sex",), probes=False, bootstrap=0, floors=False)
 
 
 def test_label_sets_that_cannot_be_scored_are_skipped(tmp_path, caplog):
     store = make_store(str(tmp_path / "one-sex"))
     store.table["sex"][:] = 0
-    scores = score_store(store, label_sets=("tone", "sex"), probes=False)
-    assert list(scores) == ["tone"]
-    assert "one-sex: sex has 1 class(es)" in caplog.text
+    scores = score_store(store, label_sets=("tone", "sex"), probes=False, floors=False)
+    assert scores["sex"] == {"skipped": "1 class(es) in the split"} and "svcca" in scores["tone"]
+    assert "one-sex: sex not scored: 1 class(es)" in caplog.text
+    text = open(write_report({"one-sex": scores}, {}, str(tmp_path / "report"),
+                             projection_layers=())).read()
+    assert "| one-sex | sex | not scored | 1 class(es) in the split |" in text
     # 12 segments of 5 tones cannot fill 8 dimensions: when nothing is left, say why for each
-    with pytest.raises(ValueError, match=r"one-sex: no label set could be scored: tone has 12 "
+    with pytest.raises(ValueError, match=r"one-sex: no label set could be scored: tone: 12 "
                                          r"segments, too few for 8 dimensions and \d classes; "
-                                         r"sex has 1 class\(es\)"):
+                                         r"sex: 1 class\(es\)"):
         score_store(store, label_sets=("tone", "sex"), max_samples=12)
 
 
@@ -140,9 +152,10 @@ def test_probe_skipped_with_a_warning_when_training_speakers_lack_a_class(tmp_pa
     rows, _ = label_rows(store, "final")
     _, test = speaker_split(store.table["speaker"][rows], test_fraction=0.25, seed=0)
     store.table["final"][rows[test][0]] = 6  # a final only a held-out speaker says
-    scores = score_store(store, label_sets=("final",))
+    scores = score_store(store, label_sets=("final",), bootstrap=0, floors=False)
     assert "probe_accuracy" not in scores["final"] and "svcca" in scores["final"]
-    assert f"final: classes ['{L.INVENTORIES['final'][6]}'] occur only in held-out" in caplog.text
+    why = f"classes ['{L.INVENTORIES['final'][6]}'] occur only in held-out speakers"
+    assert scores["final"]["probe_reason"] == why and f"final: no probe: {why}" in caplog.text
 
 
 def test_bootstrap_interval_leaves_out_single_sex_resamples(store, caplog):
@@ -157,9 +170,10 @@ def test_bootstrap_interval_leaves_out_single_sex_resamples(store, caplog):
 
 
 def test_report_of_a_metric_other_than_svcca(store, tmp_path):
-    scores = {"rising": score_store(store, label_sets=("tone",), metrics=("cka",), probes=False)}
+    scores = {"rising": score_store(store, label_sets=("tone",), metrics=("cka",), probes=False,
+                                    bootstrap=0, floors=False)}
     text = open(write_report(scores, {"rising": store}, str(tmp_path), projection_layers=())).read()
-    assert "![CKA per layer](cka_layers.png)" in text and "SVCCA" not in text
+    assert "![linear CKA per layer](cka_layers.png)" in text and "SVCCA" not in text
     with pytest.raises(ValueError, match=r"no svcca scores to tabulate for \['rising'\]"):
         score_table(scores)
 
@@ -180,3 +194,59 @@ def test_rows_of_a_store_in_parts_are_the_rows_of_the_whole(store, tmp_path):
     for rows in (None, rng.permutation(len(whole))[:50], edges[::-1], np.array([3, 3, -1, 8]),
                  rng.random(len(whole)) < 0.3):
         np.testing.assert_array_equal(parts.layer(1, rows), store.layer(1, rows))
+
+
+def markdown_tables(text):
+    """Every table of a Markdown text as (header, rows) lists of cells."""
+    tables, lines = [], text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("|") and (i == 0 or not lines[i - 1].startswith("|")):
+            end = i
+            while end < len(lines) and lines[end].startswith("|"):
+                end += 1
+            cells = [[c.strip() for c in ln.strip()[1:-1].split(" | ")] for ln in lines[i:end]]
+            tables.append((cells[0], cells[2:]))
+    return tables
+
+
+def test_report_verdicts_first_with_well_formed_tables(tmp_path):
+    """Two stores of the same segments (one with 3 layers, a short model), bootstrap,
+    floors, log-mel features, the layer-to-layer curve and the claims."""
+    from w2v_jax.analysis.claims import check_claims
+    from w2v_jax.analysis.report import layer_similarity
+
+    base = make_store(str(tmp_path / "pretrained"), seed=0)
+    tuned = make_store(str(tmp_path / "tone"), seed=1)
+    rng = np.random.default_rng(2)
+    mel = rng.standard_normal((len(base), 12)).astype(np.float32)
+    scores = {name: score_store(s, label_sets=("tone", "sex"), bootstrap=30, log_mel=mel)
+              for name, s in (("pretrained", base), ("tone", tuned))}
+    tone = scores["tone"]["tone"]
+    assert tone["svcca_samples"].shape == (30, NUM_LAYERS) and len(tone["speakers"]) == SPEAKERS
+    # chance floors sit well below the planted top-layer signal, and log-mel (noise) is at chance
+    assert tone["svcca_permuted"].max() < 0.3 and tone["svcca_random"].max() < 0.3
+    assert tone["svcca_logmel"] < 0.3 and tone["probe_random"].max() < 0.45
+    similarity = {"tone": layer_similarity(base, tuned)}
+    # same planted signal, independent noise: layer 0 (noise only) differs most
+    assert similarity["tone"][0] < similarity["tone"][-1]
+    claims = check_claims(scores, {}, top_fraction=0.5, keep_fraction=0.9,
+                          same_accuracy_margin=0.02, num_samples=30)
+    path = write_report(scores, {"pretrained": base}, str(tmp_path / "report"), claims=claims,
+                        similarity=similarity, projection_layers=(), umap=False)
+    text = open(path).read()
+    assert text.index("verdicts") < text.index("SVCCA against the labels")
+    tables = markdown_tables(text)
+    assert tables[0][0] == ["verdict", "claim", "estimate [95% CI]", "speakers", "figures"]
+    assert len(tables[0][1]) == len(claims)
+    for header, rows in tables:
+        assert all(len(row) == len(header) for row in rows), header
+    for name in ("svcca_layers.png", "probe_layers.png", "layer_similarity.png"):
+        assert (tmp_path / "report" / name).stat().st_size > 0
+
+
+def test_markdown_table_rejects_ragged_rows():
+    from w2v_jax.analysis.report import markdown_table
+
+    with pytest.raises(ValueError, match="3 cells for 5 columns"):
+        markdown_table(list("abcde"), [[1, 2, 3]])
+    assert "a \\| b" in markdown_table(["x"], [["a | b"]])

@@ -222,3 +222,70 @@ def test_bad_layers_and_labels_raise():
         one_hot(jnp.array([0, 1, 2]), 2)
     with pytest.raises(ValueError, match="mode"):
         svcca(h[0], np.arange(50) % 2, mode="nope")
+
+
+def _class_counts(rng, n, classes, skewed):
+    """Class counts summing to n: nearly balanced, or geometric down to a single segment."""
+    if skewed:
+        weights = 0.8 ** np.arange(classes)
+        counts = np.maximum(1, np.floor(weights / weights.sum() * n)).astype(int)
+    else:
+        counts = np.full(classes, n // classes) + rng.integers(-n // (20 * classes), n // (20 * classes) + 1, classes)
+    counts[0] += n - counts.sum()
+    return counts
+
+
+RANK_CASES = [  # (seed, n, classes, skewed)
+    (0, 2_000, 2, False), (1, 5_000, 2, True), (2, 20_000, 5, False), (3, 20_000, 5, True),
+    (4, 50_000, 12, True), (5, 100_000, 40, False), (6, 200_000, 40, True),
+    (7, 200_000, 2, False), (8, 3_000, 40, True),
+]
+
+
+@pytest.mark.parametrize("use_x64", [False, True])
+@pytest.mark.parametrize("seed,n,classes,skewed", RANK_CASES)
+def test_rank_mode_equals_float64_reference(use_x64, seed, n, classes, skewed):
+    """Float32 embeddings, many class counts and N: the labels' rank is exact (issue #14.8);
+    a tolerance on a one-hot Gram's spectrum once counted its null direction."""
+    rng = np.random.default_rng(seed)
+    counts = _class_counts(rng, n, classes, skewed)
+    labels = rng.permutation(np.repeat(np.arange(classes), counts))
+    d = 16
+    x = (rng.standard_normal((n, d)) * np.arange(1, d + 1) ** -0.5
+         + 0.5 * rng.standard_normal((classes, d))[labels] + 3.0).astype(np.float32)
+    want = ref.svcca_rank(x, np.eye(classes)[labels])
+    with jax.enable_x64(use_x64):
+        got = float(svcca(x, labels))
+        from_one_hot = float(svcca(x, one_hot(jnp.asarray(labels), classes)))
+    assert got == pytest.approx(want, abs=1e-6 if use_x64 else 2e-5)
+    assert from_one_hot == got
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("use_x64", [False, True])
+def test_issue_case_wide_float32_five_balanced_classes(use_x64):
+    """The reported case: width 1024, N = 20,000, counts 4026/3953/3995/4015/4011, x64 on:
+    the labels' null direction passed the tolerance and scored every layer at 4/5."""
+    rng = np.random.default_rng(14)
+    counts = [4026, 3953, 3995, 4015, 4011]
+    labels = rng.permutation(np.repeat(np.arange(5), counts))
+    n, d = len(labels), 1024
+    x = (0.05 * rng.standard_normal((n, d)) + rng.standard_normal((5, d))[labels]).astype(np.float32)
+    # Reference from the definition: the CCA of x's top directions (here: all, x is full rank
+    # and keep=1) with the one-hot is the between-class share of each direction's variance.
+    with jax.enable_x64(use_x64):
+        got = float(svcca(x, labels, keep=1.0))
+    xc = x.astype(np.float64) - x.astype(np.float64).mean(0)
+    q = np.linalg.qr(xc)[0]
+    y = np.eye(5)[labels]
+    qy = np.linalg.qr(y - y.mean(0))[0][:, :4]
+    want = float(np.mean(np.linalg.svd(q.T @ qy, compute_uv=False)[:4]))
+    assert want > 0.99
+    assert got == pytest.approx(want, abs=1e-5)
+
+
+def test_google_mode_needs_x64():
+    rng = np.random.default_rng(0)
+    x, labels = labelled(rng, 500, 16, 5)
+    with jax.enable_x64(False), pytest.raises(ValueError, match="needs float64"):
+        svcca(x.astype(np.float32), one_hot(jnp.asarray(labels), 5), mode="google")

@@ -19,7 +19,8 @@ from absl import logging
 from w2v_jax.analysis.cca import pwcca_from_moments, svcca_from_moments
 from w2v_jax.analysis.checks import as_targets, check_keep, check_pair
 from w2v_jax.analysis.cka import cka_from_moments
-from w2v_jax.analysis.moments import Moments, centre, compute_dtype, cross, full_precision, gram
+from w2v_jax.analysis.moments import (Moments, centre, compute_dtype, cross, full_precision, gram,
+                                      label_yy)
 from w2v_jax.analysis.sweep import map_layers
 
 METRICS: dict[str, Callable[..., jax.Array]] = {
@@ -27,6 +28,13 @@ METRICS: dict[str, Callable[..., jax.Array]] = {
     "pwcca": pwcca_from_moments,
     "cka": cka_from_moments,
 }
+# Fewer speakers give too few distinct resamples (2 speakers: 3) for a 95% interval.
+MIN_SPEAKERS = 5
+
+
+class TooFewSpeakers(ValueError):
+    """The speaker bootstrap cannot give an interval: too few speakers or too many
+    degenerate resamples. Reported as "undecided: too few speakers", never as an interval."""
 
 
 def resample_counts(key: jax.Array, num_groups: int, num_samples: int) -> jax.Array:
@@ -72,41 +80,74 @@ def _products(ag: jax.Array, bg: jax.Array | None = None) -> jax.Array:
     return jax.vmap(gram)(ag) if bg is None else jax.vmap(cross)(ag, bg)
 
 
-def _combine(counts, sizes, sx, sxx, sy, syy, sxy, eps_x, eps_y) -> Moments:
-    """Centred moments of the resample that takes group g counts[g] times."""
+def _combine(counts, sizes, sx, sxx, sy, syy, sxy, eps_x, eps_y, class_counts=None) -> Moments:
+    """Centred moments of the resample that takes group g counts[g] times.
+
+    With class_counts (G, C) y is one-hot labels: sy, syy are unused, sxy (G, Dx, C)
+    holds per-group class sums of x, and the label moments are exact from the counts.
+    """
     c = counts.astype(compute_dtype())
     n = c @ sizes
-    mx, my = c @ sx / n, c @ sy / n
+    mx = c @ sx / n
     contract = lambda s: jnp.tensordot(c, s, axes=1)
-    return Moments(n=n,
-                   xx=contract(sxx) - n * jnp.outer(mx, mx),
-                   yy=contract(syy) - n * jnp.outer(my, my),
-                   xy=contract(sxy) - n * jnp.outer(mx, my),
-                   xx_eps=eps_x, yy_eps=eps_y)
+    xx = contract(sxx) - n * jnp.outer(mx, mx)
+    if class_counts is not None:
+        y_counts = c @ class_counts
+        return Moments(n=n, xx=xx, yy=label_yy(y_counts, n),
+                       xy=contract(sxy) - jnp.outer(mx, y_counts),
+                       xx_eps=eps_x, yy_eps=eps_y, y_counts=y_counts)
+    my = c @ sy / n
+    return Moments(n=n, xx=xx, yy=contract(syy) - n * jnp.outer(my, my),
+                   xy=contract(sxy) - n * jnp.outer(mx, my), xx_eps=eps_x, yy_eps=eps_y)
 
 
-@partial(jax.jit, static_argnames=("metric", "batch_size", "kwargs"))
+@partial(jax.jit, static_argnames=("num_classes", "metric", "batch_size", "kwargs"))
 @full_precision
-def _bootstrap_jit(h, y, index, sizes, counts, metric, batch_size, kwargs):
+def _bootstrap_jit(h, y, num_classes, index, sizes, counts, metric, batch_size, kwargs):
     score = METRICS[metric] if isinstance(metric, str) else metric
-    eps_x, eps_y = float(jnp.finfo(h.dtype).eps), float(jnp.finfo(y.dtype).eps)
-    yg = _by_group(y, index)
-    sy, syy = _sums(yg), _products(yg)
+    eps_x = float(jnp.finfo(h.dtype).eps)
     sizes = sizes.astype(compute_dtype())
+    if num_classes:
+        members = jax.nn.one_hot(jnp.where(index >= 0, y[jnp.maximum(index, 0)], -1),
+                                 num_classes, dtype=compute_dtype())  # (G, M, C), padding 0
+        class_counts, sy, syy, eps_y = jnp.sum(members, axis=1), None, None, eps_x
+    else:
+        yg = _by_group(y, index)
+        sy, syy, class_counts = _sums(yg), _products(yg), None
+        eps_y = float(jnp.finfo(y.dtype).eps)
 
     def layer(x):
         xg = _by_group(x, index)
-        sx, sxx, sxy = _sums(xg), _products(xg), _products(xg, yg)
-        one = lambda c: score(_combine(c, sizes, sx, sxx, sy, syy, sxy, eps_x, eps_y),
-                              **dict(kwargs))
+        sx, sxx = _sums(xg), _products(xg)
+        if num_classes:  # per-group class sums of globally centred x, (G, Dx, C)
+            sxy = jnp.einsum("gmd,gmc->gdc", xg.astype(compute_dtype()), members)
+        else:
+            sxy = _products(xg, yg)
+        one = lambda c: score(_combine(c, sizes, sx, sxx, sy, syy, sxy, eps_x, eps_y,
+                                       class_counts), **dict(kwargs))
         return jax.vmap(one)(counts)
 
     return map_layers(layer, h, batch_size)
 
 
+def interval(point: np.ndarray, samples: np.ndarray, ci: float = 0.95
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """The basic (pivotal) bootstrap interval [2 t - q_hi, 2 t - q_lo] over axis 0.
+
+    Resampling speakers repeats their frames, which inflates a CCA score (fewer
+    distinct samples fit better): percentiles of the resamples then sit above the
+    estimate. The basic interval reflects them about it, cancelling that shift.
+    NaN samples (degenerate resamples) are left out.
+    """
+    tail = (1.0 - ci) / 2.0
+    q_lo, q_hi = np.nanquantile(samples, tail, axis=0), np.nanquantile(samples, 1 - tail, axis=0)
+    return 2 * point - q_hi, 2 * point - q_lo
+
+
 def bootstrap_layers(metric: str | Callable[..., jax.Array], h: jax.Array, y: jax.Array,
                      groups: np.ndarray, *, num_samples: int = 200, seed: int = 0,
                      ci: float = 0.95, batch_size: int | None = 1,
+                     min_speakers: int = MIN_SPEAKERS,
                      **metric_kwargs) -> dict[str, np.ndarray]:
     """Per-layer score with a speaker-resampling bootstrap interval.
 
@@ -114,30 +155,36 @@ def bootstrap_layers(metric: str | Callable[..., jax.Array], h: jax.Array, y: ja
       metric: "svcca", "pwcca", "cka", or a function of a `Moments` (hashable).
       h: (L, N, D) embeddings; y: (N, Dy) targets or 1-D integer labels (no -1).
       groups: (N,) speaker id of each sample (any hashable numpy values).
-      num_samples: bootstrap resamples; seed: their PRNG seed; ci: interval mass.
+      num_samples: bootstrap resamples; seed: their PRNG seed; ci: interval mass;
+      min_speakers: fewer speakers raise TooFewSpeakers.
       batch_size: layers in flight; each holds G x D x D per-speaker moments.
       **metric_kwargs: passed to the metric (keep, epsilon, mode for svcca); they
         are static, so new values recompile.
 
     Returns:
-      dict of numpy arrays: "point" (L,) the full-data score; "mean", "low",
-      "high" (L,) the bootstrap mean and percentile interval over the resamples
-      that are not degenerate (see the module docstring); "samples" (B, L), NaN
-      for degenerate resamples; "degenerate" (L,) how many resamples were left out.
+      dict of numpy arrays: "point" (L,) the full-data score; "mean" (L,) the
+      bootstrap mean and "low", "high" (L,) the basic bootstrap interval (see
+      `interval`) over the resamples that are not degenerate; "samples" (B, L),
+      NaN for degenerate resamples; "degenerate" (L,) how many were left out;
+      "groups" (G,) the sorted speaker ids resampled (the same ids and seed give
+      the same resamples, so statistics of two stores pair resample by resample).
 
     Raises:
-      ValueError: bad groups, ci or keep; or more than half of the resamples
-        degenerate (e.g. too few speakers of each class).
+      TooFewSpeakers: fewer than min_speakers speakers, more than half of the
+        resamples degenerate (e.g. too few speakers of each class), or an
+        interval of zero width.
+      ValueError: bad groups, ci or keep.
     """
-    h, y = jnp.asarray(h), as_targets(y)
-    check_pair(h, y, batch_dims=1)
+    h, (y, num_classes) = jnp.asarray(h), as_targets(y)
+    check_pair(h, y, num_classes, batch_dims=1)
     groups = np.asarray(groups)
     if groups.shape != (h.shape[1],):
         raise ValueError(f"groups must give one speaker per sample: shape {groups.shape}, "
                          f"expected ({h.shape[1]},)")
     index, sizes = _group_layout(groups)
-    if len(sizes) < 2:
-        raise ValueError("bootstrap over speakers needs at least 2 distinct groups")
+    if len(sizes) < min_speakers:
+        raise TooFewSpeakers(f"too few speakers: {len(sizes)}, a speaker bootstrap needs at "
+                             f"least {min_speakers}")
     if not 0 < ci < 1:
         raise ValueError(f"ci must lie in (0, 1), got {ci}")
     if num_samples < 1:
@@ -146,11 +193,12 @@ def bootstrap_layers(metric: str | Callable[..., jax.Array], h: jax.Array, y: ja
         metric_kwargs["keep"] = check_keep(metric_kwargs["keep"])
     counts = resample_counts(jax.random.key(seed), len(sizes), num_samples)
     counts = jnp.concatenate([jnp.ones((1, len(sizes)), counts.dtype), counts])
-    scores = np.asarray(_bootstrap_jit(h, y, jnp.asarray(index), jnp.asarray(sizes), counts,
-                                       metric, batch_size,
+    scores = np.asarray(_bootstrap_jit(h, y, num_classes, jnp.asarray(index), jnp.asarray(sizes),
+                                       counts, metric, batch_size,
                                        tuple(sorted(metric_kwargs.items())))).T
     boot = scores[1:]
-    constant = _constant_targets(np.asarray(y), index, sizes, np.asarray(counts[1:]))
+    targets = np.asarray(y)[:, None] if num_classes else np.asarray(y)
+    constant = _constant_targets(targets, index, sizes, np.asarray(counts[1:]))
     # A non-finite score is undefined as well, whatever the cause.
     boot = np.where(constant[:, None] | ~np.isfinite(boot), np.nan, boot)
     degenerate = np.sum(np.isnan(boot), axis=0)
@@ -158,11 +206,35 @@ def bootstrap_layers(metric: str | Callable[..., jax.Array], h: jax.Array, y: ja
     what = (f"speaker bootstrap: {worst} of {num_samples} resamples of {len(sizes)} speakers "
             "are degenerate (targets without variance, e.g. every speaker drawn holds one class)")
     if worst * 2 > num_samples:
-        raise ValueError(f"{what}, too many for an interval; use more speakers of each class")
+        raise TooFewSpeakers(f"{what}, too many for an interval; use more speakers of each class")
     if worst:
         logging.warning("%s; the interval uses the other %d", what, num_samples - worst)
-    tail = (1.0 - ci) / 2.0
-    return {"point": scores[0], "mean": np.nanmean(boot, axis=0),
-            "low": np.nanquantile(boot, tail, axis=0),
-            "high": np.nanquantile(boot, 1.0 - tail, axis=0), "samples": boot,
-            "degenerate": degenerate}
+    low, high = interval(scores[0], boot, ci)
+    if np.any(high <= low):
+        raise TooFewSpeakers(f"speaker bootstrap over {len(sizes)} speakers gives an interval "
+                             "of zero width: the resamples do not vary")
+    return {"point": scores[0], "mean": np.nanmean(boot, axis=0), "low": low, "high": high,
+            "samples": boot, "degenerate": degenerate, "groups": np.unique(groups)}
+
+
+def rate_bootstrap(hits: np.ndarray, totals: np.ndarray, *, num_samples: int = 200, seed: int = 0,
+                   ci: float = 0.95, min_speakers: int = MIN_SPEAKERS) -> dict[str, np.ndarray]:
+    """A rate sum(hits) / sum(totals) (e.g. accuracy) with a speaker-bootstrap interval.
+
+    hits: (G, ...) per speaker (e.g. frames right, per layer); totals: (G,) per speaker,
+    in sorted speaker order, so the resamples are those of `bootstrap_layers` with the
+    same speakers and seed. Returns {"point", "low", "high"} (...) and "samples" (B, ...).
+    Raises TooFewSpeakers under min_speakers speakers.
+    """
+    hits, totals = np.asarray(hits, float), np.asarray(totals, float)
+    if len(totals) < min_speakers:
+        raise TooFewSpeakers(f"too few speakers: {len(totals)}, a speaker bootstrap needs at "
+                             f"least {min_speakers}")
+    counts = np.asarray(resample_counts(jax.random.key(seed), len(totals), num_samples), float)
+    flat = hits.reshape(len(totals), -1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        samples = (counts @ flat) / (counts @ totals)[:, None]
+    samples = samples.reshape((num_samples,) + hits.shape[1:])
+    point = hits.sum(axis=0) / totals.sum()
+    low, high = interval(point, samples, ci)
+    return {"point": point, "low": low, "high": high, "samples": samples}

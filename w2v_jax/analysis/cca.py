@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from w2v_jax.analysis.checks import as_targets, check_keep, check_pair
-from w2v_jax.analysis.moments import Moments, centred_moments, full_precision
+from w2v_jax.analysis.moments import Moments, compute_dtype, full_precision, moments_of
 from w2v_jax.analysis.spectral import eigh_desc, keep_mask, masked_mean, rank_mask, whitener
 from w2v_jax.analysis.sweep import map_layers
 
@@ -33,17 +33,27 @@ class _Canonical(NamedTuple):
 def _canonical(m: Moments, keep: jax.Array | float, vectors: bool = False) -> _Canonical:
     """Canonical correlations of the top-`keep` x directions with y, from moments."""
     lx, vx = eigh_desc(m.xx)
-    ly, vy = eigh_desc(m.yy)
     mx = keep_mask(lx, keep, rank_mask(lx, m.xx_eps))
-    my = rank_mask(ly, m.yy_eps)
-    wx, wy = whitener(vx, lx, mx), whitener(vy, ly, my)
-    # Qx^T Qy with Qx = Xc Wx, Qy = Yc Wy: orthonormal bases of x_k and of y.
-    cross_cov = wx.T @ m.xy @ wy
+    wx = whitener(vx, lx, mx)
+    if m.y_counts is None:
+        ly, vy = eigh_desc(m.yy)
+        my = rank_mask(ly, m.yy_eps)
+        # Qx^T Qy with Qx = Xc Wx, Qy = Yc Wy: orthonormal bases of x_k and of y.
+        cross_cov = wx.T @ m.xy @ whitener(vy, ly, my)
+        rank_y = jnp.sum(my)
+    else:
+        # One-hot y: projecting Qx onto y's span replaces each row by its class mean, so
+        # Qx^T P_y Qx = A A^T with A = Wx^T xy diag(counts)^(-1/2): same singular values
+        # and left vectors as Qx^T Qy, and y's rank is exactly the classes present - 1.
+        present = m.y_counts > 0
+        scale = jnp.where(present, jax.lax.rsqrt(jnp.where(present, m.y_counts, 1.0)), 0.0)
+        cross_cov = wx.T @ (m.xy * scale)
+        rank_y = jnp.sum(present) - 1
     if vectors:
         u, rho, _ = jnp.linalg.svd(cross_cov, full_matrices=False)
     else:
         u, rho = None, jnp.linalg.svd(cross_cov, compute_uv=False)
-    return _Canonical(lx, vx, mx, u, rho, jnp.minimum(jnp.sum(mx), jnp.sum(my)))
+    return _Canonical(lx, vx, mx, u, rho, jnp.minimum(jnp.sum(mx), rank_y))
 
 
 @full_precision
@@ -104,26 +114,37 @@ def pwcca_from_moments(m: Moments, keep: jax.Array | float = 1.0) -> jax.Array:
     return jnp.sum(alpha * cc.rho) / jnp.sum(alpha)
 
 
-@partial(jax.jit, static_argnames=("mode",))
-def _svcca_jit(x, y, keep, epsilon, mode):
-    return svcca_from_moments(centred_moments(x, y), keep, epsilon, mode)
+@partial(jax.jit, static_argnames=("num_classes", "mode"))
+def _svcca_jit(x, y, num_classes, keep, epsilon, mode):
+    return svcca_from_moments(moments_of(x, y, num_classes), keep, epsilon, mode)
 
 
-@partial(jax.jit, static_argnames=("mode", "batch_size"))
-def _svcca_layers_jit(h, y, keep, epsilon, mode, batch_size):
-    score = lambda x: svcca_from_moments(centred_moments(x, y), keep, epsilon, mode)
+@partial(jax.jit, static_argnames=("num_classes", "mode", "batch_size"))
+def _svcca_layers_jit(h, y, num_classes, keep, epsilon, mode, batch_size):
+    score = lambda x: svcca_from_moments(moments_of(x, y, num_classes), keep, epsilon, mode)
     return map_layers(score, h, batch_size)
 
 
-@jax.jit
-def _pwcca_jit(x, y, keep):
-    return pwcca_from_moments(centred_moments(x, y), keep)
+@partial(jax.jit, static_argnames=("num_classes",))
+def _pwcca_jit(x, y, num_classes, keep):
+    return pwcca_from_moments(moments_of(x, y, num_classes), keep)
 
 
-@partial(jax.jit, static_argnames=("batch_size",))
-def _pwcca_layers_jit(h, y, keep, batch_size):
-    score = lambda x: pwcca_from_moments(centred_moments(x, y), keep)
+@partial(jax.jit, static_argnames=("num_classes", "batch_size"))
+def _pwcca_layers_jit(h, y, num_classes, keep, batch_size):
+    score = lambda x: pwcca_from_moments(moments_of(x, y, num_classes), keep)
     return map_layers(score, h, batch_size)
+
+
+def check_mode(mode: str) -> None:
+    """A known mode; google mode only with x64, the precision its epsilon ridge needs."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "google" and compute_dtype() != jnp.float64:
+        # Its ridge (1e-10) lies below float32's resolution: a one-hot's null direction
+        # then comes out slightly negative and its inverse square root is NaN.
+        raise ValueError("mode='google' needs float64: enable x64 "
+                         "(jax.config.update('jax_enable_x64', True)); rank mode works in both")
 
 
 def svcca(x: jax.Array, y: jax.Array, *, keep: float = 0.99, epsilon: float = 1e-10,
@@ -143,7 +164,7 @@ def svcca(x: jax.Array, y: jax.Array, *, keep: float = 0.99, epsilon: float = 1e
         one-hot classes give C - 1 of them; "google" reproduces get_cca_similarity's
         mean over all min(k, Dy) coefficients, degenerate ones included (its ridge
         lifts rounding in y's null direction by 1/sqrt(epsilon): use x64, as
-        google's float64 numpy code effectively does).
+        google's float64 numpy code effectively does; it raises without x64).
 
     Returns:
       A 0-d array in [0, 1]: float64 when x64 is enabled, else float32. The D x D
@@ -151,14 +172,16 @@ def svcca(x: jax.Array, y: jax.Array, *, keep: float = 0.99, epsilon: float = 1e
 
     Raises:
       ValueError: keep outside (0, 1], different sample counts, NaN/inf, y without
-        variance (a single class), or N <= Dx + Dy (too few samples). Checked on
-        concrete arrays only.
+        variance (a single class), N <= Dx + Dy (too few samples), or google mode
+        without x64. Checked on concrete arrays only.
+
+    Labels (1-D integers, or a concrete one-hot matrix) take an exact path: the
+    label moments come from class counts and y's rank is the classes present - 1.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    x, y = jnp.asarray(x), as_targets(y)
-    check_pair(x, y)
-    return _svcca_jit(x, y, check_keep(keep), float(epsilon), mode)
+    check_mode(mode)
+    x, (y, num_classes) = jnp.asarray(x), as_targets(y)
+    check_pair(x, y, num_classes)
+    return _svcca_jit(x, y, num_classes, check_keep(keep), float(epsilon), mode)
 
 
 def svcca_layers(h: jax.Array, y: jax.Array, *, keep: float = 0.99, epsilon: float = 1e-10,
@@ -168,11 +191,11 @@ def svcca_layers(h: jax.Array, y: jax.Array, *, keep: float = 0.99, epsilon: flo
     batch_size: layers processed together (vmapped); None means all L at once.
     Smaller values bound memory (each layer in flight holds a centred N x D copy).
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    h, y = jnp.asarray(h), as_targets(y)
-    check_pair(h, y, batch_dims=1)
-    return _svcca_layers_jit(h, y, check_keep(keep), float(epsilon), mode, batch_size)
+    check_mode(mode)
+    h, (y, num_classes) = jnp.asarray(h), as_targets(y)
+    check_pair(h, y, num_classes, batch_dims=1)
+    return _svcca_layers_jit(h, y, num_classes, check_keep(keep), float(epsilon), mode,
+                             batch_size)
 
 
 def pwcca(x: jax.Array, y: jax.Array, *, keep: float = 1.0) -> jax.Array:
@@ -185,14 +208,14 @@ def pwcca(x: jax.Array, y: jax.Array, *, keep: float = 1.0) -> jax.Array:
     always come from x, the representation under study (google's pwcca.py uses
     whichever side has fewer neurons). Same inputs, errors and dtype as `svcca`.
     """
-    x, y = jnp.asarray(x), as_targets(y)
-    check_pair(x, y)
-    return _pwcca_jit(x, y, check_keep(keep))
+    x, (y, num_classes) = jnp.asarray(x), as_targets(y)
+    check_pair(x, y, num_classes)
+    return _pwcca_jit(x, y, num_classes, check_keep(keep))
 
 
 def pwcca_layers(h: jax.Array, y: jax.Array, *, keep: float = 1.0,
                  batch_size: int | None = None) -> jax.Array:
     """`pwcca` of every layer of h (L, N, D) against y, in one jit; returns (L,)."""
-    h, y = jnp.asarray(h), as_targets(y)
-    check_pair(h, y, batch_dims=1)
-    return _pwcca_layers_jit(h, y, check_keep(keep), batch_size)
+    h, (y, num_classes) = jnp.asarray(h), as_targets(y)
+    check_pair(h, y, num_classes, batch_dims=1)
+    return _pwcca_layers_jit(h, y, num_classes, check_keep(keep), batch_size)

@@ -22,6 +22,12 @@ def one_hot(labels: jax.Array, num_classes: int) -> jax.Array:
     (`x[labels >= 0]`); `probe_layers` is the one API that masks -1 itself.
     """
     labels = jnp.asarray(labels)
+    check_labels(labels, num_classes)
+    return jax.nn.one_hot(labels, num_classes, dtype=compute_dtype())
+
+
+def check_labels(labels: jax.Array, num_classes: int) -> None:
+    """1-D integers in [0, num_classes), no ignore label (data checked on concrete arrays)."""
     if not jnp.issubdtype(labels.dtype, jnp.integer) or labels.ndim != 1:
         raise ValueError(f"labels must be a 1-D integer array, got {labels.dtype} {labels.shape}")
     if not isinstance(labels, jax.core.Tracer) and labels.size:
@@ -31,19 +37,32 @@ def one_hot(labels: jax.Array, num_classes: int) -> jax.Array:
                              "(x[labels >= 0], labels[labels >= 0])")
         if lo < 0 or hi >= num_classes:
             raise ValueError(f"labels must lie in [0, {num_classes}), got [{lo}, {hi}]")
-    return jax.nn.one_hot(labels, num_classes, dtype=compute_dtype())
 
 
-def as_targets(y: jax.Array) -> jax.Array:
-    """y as an (N, Dy) float matrix: 1-D integer labels become one-hot (classes 0..max)."""
+@jax.jit
+def _is_one_hot(y: jax.Array) -> jax.Array:
+    return jnp.all((y == 0) | (y == 1)) & jnp.all(jnp.sum(y, axis=1) == 1)
+
+
+def as_targets(y: jax.Array) -> tuple[jax.Array, int]:
+    """(targets, num_classes): class labels (N,) int32 and their number for labels, given as
+    1-D integers (classes 0..max) or as a concrete one-hot matrix; else (y (N, Dy), 0).
+
+    Labels take the exact path (`moments.label_moments`): their rank is known, so no
+    rounding tolerance decides it. A one-hot inside a caller's jit stays a matrix.
+    """
     y = jnp.asarray(y)
     if y.ndim == 1 and jnp.issubdtype(y.dtype, jnp.integer):
         if isinstance(y, jax.core.Tracer):
             raise ValueError("integer labels inside jit need an explicit one_hot(labels, C)")
-        return one_hot(y, int(y.max()) + 1 if y.size else 0)
+        num_classes = int(y.max()) + 1 if y.size else 0
+        check_labels(y, num_classes)
+        return y.astype(jnp.int32), num_classes
     if y.ndim != 2:
         raise ValueError(f"y must be (N, Dy) or 1-D integer labels, got shape {y.shape}")
-    return y
+    if _concrete(y) and y.shape[0] and bool(_is_one_hot(y)):
+        return jnp.argmax(y, axis=1).astype(jnp.int32), y.shape[1]
+    return y, 0
 
 
 def check_keep(keep: float | jax.Array) -> float | jax.Array:
@@ -88,8 +107,8 @@ def check_embeddings(x: jax.Array, name: str = "x", batch_dims: int = 0) -> None
                              + (" (a label set with a single class?)" if name == "y" else ""))
 
 
-def check_pair(x: jax.Array, y: jax.Array, batch_dims: int = 0) -> None:
-    """Shape and content checks shared by svcca, pwcca and cka.
+def check_pair(x: jax.Array, y: jax.Array, num_classes: int = 0, batch_dims: int = 0) -> None:
+    """Shape and content checks shared by svcca, pwcca and cka; y as from `as_targets`.
 
     Rejects: different sample counts; non-finite values; x or y without variance
     (e.g. a label set with a single class); and n <= Dx + Dy, where canonical
@@ -98,10 +117,16 @@ def check_pair(x: jax.Array, y: jax.Array, batch_dims: int = 0) -> None:
     """
     check_embeddings(x, "x", batch_dims)
     n, dx = x.shape[-2:]
-    if y.ndim == 2 and y.shape[0] != n:
+    if y.shape[0] != n:
         raise ValueError(f"x has {n} samples but y has {y.shape[0]}: they must be the same samples")
-    check_embeddings(y, "y")
-    dy = y.shape[1]
+    if num_classes:
+        if _concrete(y) and int(y.min()) == int(y.max()):
+            raise ValueError("y has no variance: every sample has the same value "
+                             "(a label set with a single class?)")
+        dy = num_classes
+    else:
+        check_embeddings(y, "y")
+        dy = y.shape[1]
     if n <= dx + dy:
         raise ValueError(f"too few samples: n={n} must exceed Dx + Dy = {dx} + {dy}, "
                          "or canonical correlations are inflated towards 1")

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from w2v_jax.analysis.checks import as_targets, check_pair
-from w2v_jax.analysis.moments import Moments, centred_moments, full_precision
+from w2v_jax.analysis.moments import Moments, full_precision, moments_of
 from w2v_jax.analysis.sweep import map_layers
 
 
@@ -25,14 +25,14 @@ def cka_from_moments(m: Moments) -> jax.Array:
     return jnp.sum(xy**2) / jnp.sqrt(jnp.sum((m.xx / sx) ** 2) * jnp.sum((m.yy / sy) ** 2))
 
 
-@jax.jit
-def _cka_jit(x, y):
-    return cka_from_moments(centred_moments(x, y))
+@partial(jax.jit, static_argnames=("num_classes",))
+def _cka_jit(x, y, num_classes):
+    return cka_from_moments(moments_of(x, y, num_classes))
 
 
-@partial(jax.jit, static_argnames=("batch_size",))
-def _cka_layers_jit(h, y, batch_size):
-    score = lambda x: cka_from_moments(centred_moments(x, y))
+@partial(jax.jit, static_argnames=("num_classes", "batch_size"))
+def _cka_layers_jit(h, y, num_classes, batch_size):
+    score = lambda x: cka_from_moments(moments_of(x, y, num_classes))
     return map_layers(score, h, batch_size)
 
 
@@ -42,13 +42,13 @@ def cka(x: jax.Array, y: jax.Array) -> jax.Array:
     Invariant to rotations and isotropic scaling of either side, not to general
     invertible linear maps (unlike CCA). Same input checks and dtype as `svcca`.
     """
-    x, y = jnp.asarray(x), as_targets(y)
-    check_pair(x, y)
-    return _cka_jit(x, y)
+    x, (y, num_classes) = jnp.asarray(x), as_targets(y)
+    check_pair(x, y, num_classes)
+    return _cka_jit(x, y, num_classes)
 
 
 def cka_layers(h: jax.Array, y: jax.Array, *, batch_size: int | None = None) -> jax.Array:
     """`cka` of every layer of h (L, N, D) against y, in one jit; returns (L,)."""
-    h, y = jnp.asarray(h), as_targets(y)
-    check_pair(h, y, batch_dims=1)
-    return _cka_layers_jit(h, y, batch_size)
+    h, (y, num_classes) = jnp.asarray(h), as_targets(y)
+    check_pair(h, y, num_classes, batch_dims=1)
+    return _cka_layers_jit(h, y, num_classes, batch_size)

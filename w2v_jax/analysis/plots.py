@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 Interval = tuple[np.ndarray, np.ndarray]
+CHANCE = "chance (random features, permuted labels)"
 
 
 def _save(fig, out: str | Path) -> list[Path]:
@@ -28,35 +29,66 @@ def _save(fig, out: str | Path) -> list[Path]:
     return paths
 
 
-def plot_layer_scores(scores: dict[str, dict[str, np.ndarray]], out: str | Path, *,
+def plot_layer_panels(curves: dict[str, dict[str, np.ndarray]], out: str | Path, *,
                       intervals: dict[str, dict[str, Interval]] | None = None,
-                      ylabel: str = "SVCCA", title: str | None = None) -> list[Path]:
-    """One panel per model, one line per label set: score against layer 0..L.
+                      chance: dict[str, Interval] | None = None,
+                      reference: dict[str, float] | None = None, reference_name: str = "log-mel",
+                      ylabel: str = "SVCCA", ylim: tuple[float, float] | None = (0, 1),
+                      max_columns: int = 3) -> list[Path]:
+    """The paper's layout: one panel per label set, one curve per model, score against layer.
 
-    scores[model][label_set] is an (L + 1,) array (layer 0 = CNN/projection
-    output); intervals, if given, holds (low, high) arrays with the same keys,
-    drawn as shaded bands. The y axis is fixed to [0, 1] so panels compare.
+    curves[panel][model] is an (L + 1,) array (layer 0 = the CNN features' projection);
+    intervals[panel][model] (low, high) arrays, drawn as bands in the curve's colour;
+    chance[panel] (low, high) arrays, a grey band (what random features and permuted
+    labels score); reference[panel] a level drawn as a dashed line (e.g. log-mel).
+    Panels wrap into rows of max_columns; a model keeps its colour in every panel;
+    one legend for the figure; integer layer ticks.
     """
-    empty = [model for model, curves in scores.items() if not curves]
-    if not scores or empty:
-        raise ValueError(f"no score curves to plot for model(s) {empty or 'none given'}")
-    models = list(scores)
-    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.4), sharey=True,
+    empty = [panel for panel, by in curves.items() if not by]
+    if not curves or empty:
+        raise ValueError(f"no score curves to plot for panel(s) {empty or 'none given'}")
+    from matplotlib.ticker import MaxNLocator
+
+    panels = list(curves)
+    models = list(dict.fromkeys(m for by in curves.values() for m in by))
+    # the pre-trained model in black, the reference the fine-tuned curves move from
+    tuned = [m for m in models if m != "pretrained"]
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(tuned)}
+    colours["pretrained"] = "black"
+    cols = min(max_columns, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 3.1 * rows + 0.6), sharey=True,
                              squeeze=False)
-    for ax, model in zip(axes[0], models):
-        for label_set, values in scores[model].items():
-            layers = np.arange(len(values))
-            (line,) = ax.plot(layers, values, marker="o", markersize=3, label=label_set)
-            band = (intervals or {}).get(model, {}).get(label_set)
-            if band is not None:
-                ax.fill_between(layers, band[0], band[1], color=line.get_color(), alpha=0.2)
-        ax.set(title=model, xlabel="layer", ylim=(0, 1), xlim=(0, max(len(v) for v in
-                                                                    scores[model].values()) - 1))
+    handles = {}
+    for ax, panel in zip(axes.flat, panels):
+        length = max(len(v) for v in curves[panel].values())
+        layers = np.arange(length)
+        band = (chance or {}).get(panel)
+        if band is not None:
+            handles[CHANCE] = ax.fill_between(layers, band[0], band[1], color="0.6", alpha=0.35,
+                                              lw=0)
+        level = (reference or {}).get(panel)
+        if level is not None:
+            handles[reference_name] = ax.axhline(level, color="0.2", ls="--", lw=1)
+        for model, values in curves[panel].items():
+            handles[model], = ax.plot(np.arange(len(values)), values, marker="o", markersize=3,
+                                      color=colours[model])
+            span = (intervals or {}).get(panel, {}).get(model)
+            if span is not None:
+                ax.fill_between(np.arange(len(values)), span[0], span[1], color=colours[model],
+                                alpha=0.2, lw=0)
+        ax.set(title=panel, xlabel="layer", xlim=(0, max(length - 1, 1)))
+        if ylim:
+            ax.set_ylim(*ylim)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(ylabel)
-    axes[0][-1].legend(loc="best", fontsize="small")
-    if title:
-        fig.suptitle(title, y=1.03)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel)
+    fig.legend(list(handles.values()), list(handles), loc="lower center",
+               ncol=min(len(handles), 4), fontsize="small", frameon=False)
+    fig.tight_layout(rect=(0, 0.06 + 0.04 * ((len(handles) - 1) // 4), 1, 1))
     return _save(fig, out)
 
 

@@ -66,13 +66,14 @@ def _scores(pred, labels, w, num_classes):
     """Weighted accuracy and macro-F1 over classes seen in labels or predictions."""
     hit = (pred == labels).astype(w.dtype)
     accuracy = jnp.sum(w * hit) / jnp.sum(w)
+    correct = (w > 0) & (pred == labels)
     truth = jax.nn.one_hot(labels, num_classes, dtype=w.dtype) * w[:, None]
     guess = jax.nn.one_hot(pred, num_classes, dtype=w.dtype) * w[:, None]
     tp = jnp.sum(truth * guess, axis=0)
     support, predicted = jnp.sum(truth, axis=0), jnp.sum(guess, axis=0)
     f1 = 2 * tp / jnp.maximum(support + predicted, 1)
     present = (support + predicted) > 0
-    return accuracy, jnp.sum(jnp.where(present, f1, 0)) / jnp.sum(present)
+    return accuracy, jnp.sum(jnp.where(present, f1, 0)) / jnp.sum(present), correct
 
 
 @partial(jax.jit, static_argnames=("num_classes", "steps", "batch_size"))
@@ -105,7 +106,8 @@ def probe_layers(h: jax.Array, labels: np.ndarray, train: np.ndarray, test: np.n
         layers trained together (memory), None for all.
 
     Returns:
-      {"accuracy": (L,), "macro_f1": (L,)} on the test samples, numpy arrays.
+      {"accuracy": (L,), "macro_f1": (L,)} on the test samples, and "correct" (L, N):
+      which test samples each layer's probe got right (for speaker-bootstrap intervals).
 
     Raises:
       ValueError: bad shapes or masks, NaN/inf, labels beyond num_classes, or
@@ -134,6 +136,6 @@ def probe_layers(h: jax.Array, labels: np.ndarray, train: np.ndarray, test: np.n
                          "at least 2 classes")
     if not bool(jnp.isfinite(h).all()):
         raise ValueError("h contains NaN or inf")
-    acc, f1 = _probe_layers_jit(h, jnp.asarray(labels), jnp.asarray(train), jnp.asarray(test),
+    acc, f1, correct = _probe_layers_jit(h, jnp.asarray(labels), jnp.asarray(train), jnp.asarray(test),
                                 l2, num_classes, steps, batch_size)
-    return {"accuracy": np.asarray(acc), "macro_f1": np.asarray(f1)}
+    return {"accuracy": np.asarray(acc), "macro_f1": np.asarray(f1), "correct": np.asarray(correct)}
