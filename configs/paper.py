@@ -47,6 +47,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.analysis.probes = True
     c.analysis.bootstrap = 200  # speaker-bootstrap resamples for every interval
     c.analysis.max_samples = 0  # 0: every segment
+    c.analysis.log_mel = True  # the 80-band log-mel baseline line beside every curve
     c.analysis.projection_layers = (0, -1)
     c.analysis.umap = True
 

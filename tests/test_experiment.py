@@ -9,7 +9,10 @@ import pytest
 
 import configs.paper
 from w2v_jax import experiment
+from w2v_jax.analysis.claims import VERDICTS, paper_claims
 from w2v_jax.experiment import pipeline
+
+pytestmark = pytest.mark.timeout(900)
 
 
 def small_config():
@@ -35,14 +38,23 @@ def test_report_figure_and_tables(demo):
     workdir, result = demo
     report = os.path.join(workdir, "report")
     text = open(result["report"]).read()
-    for needle in ("![SVCCA per layer](svcca_layers.png)", "## Frame accuracy on the test split",
-                   "## The paper's claims, checked", "| pretrained | tone |"):
+    for needle in ("## The paper's claims: verdicts", "## Frame accuracy on the test split",
+                   "(svcca_layers.png)", "## Where fine-tuning changed the model"):
         assert needle in text, needle
+    assert text.index("## The paper's claims: verdicts") < text.index("## Frame accuracy")
     for name in ("svcca_layers.png", "svcca_layers.svg", "scores.csv", "accuracy.csv", "claims.json",
                  "pca_pretrained_layer04_tone.png", "pca_sex_layer04_sex.png"):
         assert os.path.getsize(os.path.join(report, name)) > 0, name
     assert {"pretrained", "sex", "tone+sex"} == set(result["scores"])
-    assert all(c["holds"] in (True, False) and c["figures"] for c in result["claims"])
+    # Every claim of the paper about these models is listed, none dropped, each with a verdict
+    # and either an interval or the reason it has none.
+    on_disk = json.load(open(os.path.join(report, "claims.json")))
+    assert [(c["model"], c["label"], c["kind"]) for c in on_disk] == \
+        [(c["model"], c["label"], c["kind"]) for c in paper_claims(("sex", "tone+sex"))]
+    for c in on_disk:
+        assert c["verdict"] in VERDICTS, c
+        assert (c["ci"] is not None and c["ci"][0] <= c["estimate"] <= c["ci"][1]) or c["reason"], c
+        assert f"| {c['verdict']} |" in text, c
 
 
 @pytest.mark.slow

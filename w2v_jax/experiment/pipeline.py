@@ -24,11 +24,12 @@ from absl import logging
 
 from w2v_jax import checkpoint
 from w2v_jax.analysis.extract import extract
-from w2v_jax.analysis.report import score_store, write_report
+from w2v_jax.analysis.baselines import log_mel_at_frames
+from w2v_jax.analysis.claims import CLAIMS_HEADER, check_claims, claims_table
+from w2v_jax.analysis.report import layer_similarity, markdown_table, score_store, write_report
 from w2v_jax.analysis.store import Store
 from w2v_jax.data.labels import task_weights
 from w2v_jax.experiment import tables
-from w2v_jax.experiment.claims import check_claims, claims_text
 from w2v_jax.experiment.manifest import Manifest
 from w2v_jax.files import write_json
 from w2v_jax.models import ConfigError
@@ -130,25 +131,41 @@ def run(config: ml_collections.ConfigDict, workdir: str,
         stores[name] = Store(out)
 
     say("analysing")
-    a = config.analysis
+    a, c = config.analysis, config.claims
+    mel = _log_mel(config, corpus, stores[PRETRAINED]) if a.log_mel else None
     scores = {name: score_store(store, label_sets=LABEL_SETS, metrics=tuple(a.metrics),
                                 probes=a.probes, bootstrap=a.bootstrap,
-                                max_samples=a.max_samples or None, seed=config.train.seed)
+                                max_samples=a.max_samples or None, seed=config.train.seed,
+                                log_mel=mel)
               for name, store in stores.items()}
-    claims = check_claims(scores, accuracy, config.claims, config.extract.split)
+    claims = check_claims(scores, {tasks: m.get("by_speaker", {}) for tasks, m in accuracy.items()},
+                          top_fraction=c.top_fraction, keep_fraction=c.keep_fraction,
+                          same_accuracy_margin=c.same_accuracy, fine_tunings=tuple(config.finetune),
+                          num_samples=a.bootstrap, seed=config.train.seed)
+    similarity = {tasks: layer_similarity(stores[PRETRAINED], stores[tasks],
+                                          max_samples=a.max_samples or None)
+                  for tasks in config.finetune}
     report_dir = os.path.join(workdir, "report")
     os.makedirs(report_dir, exist_ok=True)
     tables.write_accuracy(accuracy, report_dir, config.extract.split)
     write_json(os.path.join(report_dir, "claims.json"), claims)
     report = write_report(
-        scores, stores, report_dir, projection_layers=tuple(a.projection_layers), umap=a.umap,
+        scores, stores, report_dir, claims=claims, similarity=similarity,
+        projection_layers=tuple(a.projection_layers), umap=a.umap,
         title="Normalization through fine-tuning: the paper's grid",
         sections=[tables.setup_text(config, corpus), "## Frame accuracy on the test split", "",
                   "Each fine-tuned model is measured and extracted at its best checkpoint by dev "
                   f"{config.train.best_metric}.", "",
-                  tables.accuracy_table(accuracy, config.extract.split), "",
-                  "## The paper's claims, checked", "", claims_text(claims), ""])
+                  tables.accuracy_table(accuracy, config.extract.split), ""])
     return {"accuracy": accuracy, "scores": scores, "claims": claims, "report": report}
+
+
+def _log_mel(config, corpus: str, store: Store):
+    """80-band log-mel at the model's frame rate, at the store's central frames (the baseline line)."""
+    model_config = build.backbone_config(config.train)
+    split = build.load_split(train_config(config, "tone", corpus), config.extract.split, model_config)
+    return log_mel_at_frames(split.source, store.table, frame_stride=model_config.frame_stride,
+                             receptive_field=model_config.receptive_field)
 
 
 def summary_text(result: dict[str, Any], config: ml_collections.ConfigDict) -> str:
@@ -158,7 +175,8 @@ def summary_text(result: dict[str, Any], config: ml_collections.ConfigDict) -> s
         "", f"Frame accuracy ({split} split):", tables.accuracy_table(result["accuracy"], split),
         "", "SVCCA against the labels, mean of the top layers:",
         tables.svcca_summary(result["scores"], config.claims.top_fraction),
-        "", "The paper's claims:", claims_text(result["claims"]), "", f"Report: {result['report']}"])
+        "", "The paper's claims (95% speaker-bootstrap intervals):",
+        markdown_table(CLAIMS_HEADER, claims_table(result["claims"])), "", f"Report: {result['report']}"])
 
 
 def run_and_print(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

@@ -9,21 +9,12 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from w2v_jax.analysis.claims import LABEL_SETS, PRETRAINED, top_layers
 from w2v_jax.analysis.report import markdown_table
-
-PRETRAINED = "pretrained"
-LABEL_SETS = ("tone", "final", "sex")
 
 
 def test_accuracy(metrics: dict, task: str, split: str) -> float | None:
     return metrics.get(f"{split}/{task}/accuracy")
-
-
-def top_mean(values: np.ndarray, top_fraction: float) -> float:
-    """Mean over the top `top_fraction` of the layers (at least one)."""
-    values = np.asarray(values)
-    k = max(1, int(round(len(values) * top_fraction)))
-    return float(values[-k:].mean())
 
 
 
@@ -52,8 +43,12 @@ def write_accuracy(accuracy: dict[str, dict], out_dir: str, split: str) -> None:
 
 def svcca_summary(scores: dict, top_fraction: float) -> str:
     """Markdown: mean SVCCA over the top layers, per model and label set."""
-    rows = [[model, *(f"{top_mean(by[ls]['svcca'], top_fraction):.3f}" if ls in by else "—"
-                      for ls in LABEL_SETS)] for model, by in scores.items()]
+    def top_mean(by: dict, label: str) -> str:
+        if "svcca" not in by.get(label, {}):  # not scored (the report says why)
+            return "—"
+        values = np.asarray(by[label]["svcca"])
+        return f"{values[top_layers(len(values), top_fraction)].mean():.3f}"
+    rows = [[model, *(top_mean(by, ls) for ls in LABEL_SETS)] for model, by in scores.items()]
     return markdown_table(["model", *(f"{ls} (top layers)" for ls in LABEL_SETS)], rows)
 
 
