@@ -174,7 +174,7 @@ def test_the_latest_checkpoints_and_the_best_are_kept(reference):
     assert _checkpoint_steps(ref_dir) == sorted({*latest, best})
     # A later process (export "best", a resume) reads the scores from disk.
     from w2v_jax.train.checkpoints import Checkpoints
-    from w2v_jax.train.export import run_config
+    from w2v_jax.train.checkpoints import run_config
     assert Checkpoints(str(ref_dir), run_config(str(ref_dir)), read_only=True).best_step() == best
 
 

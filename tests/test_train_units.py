@@ -15,16 +15,13 @@ from flax import nnx
 
 import configs.aishell_large
 from w2v_jax.data.labels import task_weights
-from tests.data_fixtures import cfg, synthetic_corpus, train_split  # noqa: F401  (fixtures)
-from w2v_jax import sharding
-from w2v_jax.models import ConfigError
-from w2v_jax.train import build, check_config, default_config, fingerprint, tri_stage_schedule
+from tests.data_fixtures import cfg  # noqa: F401  (fixture)
+from w2v_jax.models import ConfigError, Wav2Vec2Config
+from w2v_jax.train import FineTuning, build, check_config, default_config, fingerprint, tri_stage_schedule
 from w2v_jax.train import step as S
 from w2v_jax.train.config import best_metric_choices, resolve_config
 from w2v_jax.train.heads import confusion_matrix, masked_cross_entropy, multitask_loss
-from w2v_jax.train.loop import evaluate
 from w2v_jax.train.metrics import summarize_confusion
-from w2v_jax.train.optim import clip_by_global_norm
 
 LOGITS = np.array([[[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [-3.0, 4.0, 1.0], [1.0, 1.0, 1.0]]], np.float32)
 LABELS = np.array([[0, 2, -1, 1]], np.int32)  # frame 2 is ignored
@@ -69,15 +66,6 @@ def test_tri_stage_schedule_by_hand():
     for step, expected in [(0, 1e-5), (5, 1e-5 + 5 * (1e-3 - 1e-5) / 10), (10, 1e-3), (49, 1e-3),
                            (75, 1e-3 * math.sqrt(0.05)), (100, 5e-5), (500, 5e-5)]:
         assert float(lr(step)) == pytest.approx(expected, rel=1e-5), step
-
-
-def test_clipping_by_global_norm():
-    grads = {"a": jnp.array([3.0, 0.0]), "b": jnp.array([[4.0]])}
-    clipped, norm = clip_by_global_norm(grads, 1.0)
-    assert float(norm) == pytest.approx(5.0)
-    np.testing.assert_allclose(np.asarray(clipped["a"]), [0.6, 0.0], rtol=1e-5)
-    unclipped, _ = clip_by_global_norm(grads, 0.0)
-    np.testing.assert_array_equal(np.asarray(unclipped["b"]), [[4.0]])
 
 
 def _config(**changes):
@@ -126,13 +114,14 @@ def test_best_metric_must_be_a_dev_score_of_the_tasks(best_metric):
     check_config(_config(best_metric="tone/accuracy"))
 
 
-def test_every_best_metric_choice_is_a_float_that_evaluation_reports(train_split, cfg):  # noqa: F811
+def test_every_best_metric_choice_is_a_float_that_evaluation_reports(tmp_path, cfg):  # noqa: F811
     """The choices come from the metrics code, so the loop's dev["dev/" + best_metric] always exists."""
-    config = _config(max_eval_batches=1)
+    config = _config(**{"data.dir": str(tmp_path)})
     config.tasks = ml_collections.ConfigDict({"tone": 1.0, "sex": 1.0})
     counts = {"tone": np.array([[3, 1], [0, 2]]), "sex": np.array([[1, 1], [1, 1]])}
-    dev = evaluate(lambda params, rng, batch: counts, {"params": None, "rng": None}, train_split,
-                   config, cfg, sharding.make_mesh())
+    task = FineTuning(config, cfg)
+    dev = task.summarize(counts)
+    assert task.score(dev) == dev["dev/accuracy"]
     choices = best_metric_choices(config.tasks)
     assert sorted(choices) == ["accuracy", "sex/accuracy", "tone/accuracy"]
     assert all(isinstance(dev["dev/" + choice], float) for choice in choices)
@@ -256,7 +245,8 @@ def _two_steps_against_torch(name):
     step: warmup over 2 steps from init_scale * peak, so lr(0) = 0.01 and lr(1) = 0.055."""
     import torch
 
-    config = _config(total_steps=20, freeze_steps=20)  # phase 1 (heads) throughout
+    config = _config(total_steps=20, freeze_steps=20,  # phase 1 (heads) throughout
+                     **{"data.dir": os.path.dirname(__file__)})
     config.tasks = ml_collections.ConfigDict({"tone": 1.0})
     o = config.optimizer
     o.name, o.weight_decay, o.learning_rate, o.init_scale, o.clip_norm = name, 0.5, 0.1, 0.1, 0.0
@@ -270,8 +260,10 @@ def _two_steps_against_torch(name):
     graphdef, params, rng_state = S.split_model(_LinearHead(4))
     head = lambda p: tuple(np.asarray(p["heads"]["tone"][k][...], np.float64) for k in ("kernel", "bias"))
     kernel, bias = (torch.tensor(v, requires_grad=True) for v in head(params))
-    state = S.initial_state(params, rng_state, config)
-    step = jax.jit(S.make_train_step(graphdef, config, ("heads",)))
+    task = FineTuning(config, Wav2Vec2Config())  # the model is given: its config is not used
+    phases = S.Phases(task)
+    state = phases.initial_state(params, rng_state, 0)
+    step = jax.jit(S.make_train_step(graphdef, task, 0, phases.optimizers[0]))
     reference = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name](
         [kernel, bias], lr=hand_lr[0], betas=(o.b1, o.b2), eps=o.eps, weight_decay=o.weight_decay)
     for lr in hand_lr:
