@@ -20,6 +20,7 @@ from w2v_jax.train import step as S
 from w2v_jax.train.heads import FrameClassifier
 
 SAMPLES, BATCH = 8000, 8
+pytestmark = pytest.mark.timeout(600)
 
 
 def _config(tasks=("tone",), **changes):
@@ -201,6 +202,7 @@ def test_accumulation_averages_over_every_frame_of_the_accumulated_batch(one_dev
                                    err_msg=path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("axes", [dict(data=4, fsdp=2), dict(data=2, fsdp=2, tensor=2)],
                          ids=["data4-fsdp2", "data2-fsdp2-tensor2"])
 def test_eight_devices_match_one(phase2, axes):

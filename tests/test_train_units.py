@@ -16,13 +16,16 @@ from flax import nnx
 import configs.aishell_large
 from w2v_jax.data.labels import task_weights
 from tests.data_fixtures import cfg  # noqa: F401  (fixture)
+from w2v_jax import sharding
 from w2v_jax.models import ConfigError, Wav2Vec2Config
 from w2v_jax.train import FineTuning, build, check_config, default_config, fingerprint, tri_stage_schedule
 from w2v_jax.train import step as S
+from w2v_jax.train.checkpoints import Checkpoints
 from w2v_jax.train.config import best_metric_choices, resolve_config
 from w2v_jax.train.heads import confusion_matrix, masked_cross_entropy, multitask_loss
 from w2v_jax.train.metrics import summarize_confusion
 
+pytestmark = pytest.mark.timeout(120)
 LOGITS = np.array([[[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [-3.0, 4.0, 1.0], [1.0, 1.0, 1.0]]], np.float32)
 LABELS = np.array([[0, 2, -1, 1]], np.int32)  # frame 2 is ignored
 
@@ -128,6 +131,22 @@ def test_every_best_metric_choice_is_a_float_that_evaluation_reports(tmp_path, c
     assert dev["dev/accuracy"] == pytest.approx((5 / 6 + 2 / 4) / 2)
 
 
+def test_the_latest_checkpoints_and_the_best_are_kept(tmp_path):
+    """keep_checkpoints=2 keeps the latest 2 and the best by score, here an older one; a later
+    process (export "best", a resume) reads the scores from disk."""
+    config = _config(keep_checkpoints=2, async_checkpoints=False)
+    scores = {2: 0.1, 4: 0.9, 6: 0.3, 8: 0.2, 10: 0.4}
+    checkpoints = Checkpoints(str(tmp_path), config)
+    for step, score in scores.items():
+        checkpoints.save(step, {"x": np.full(3, step, np.float32)}, {"position": step}, {"phase": 0},
+                         score)
+    checkpoints.close()
+    assert sorted(int(n) for n in os.listdir(tmp_path / "checkpoints") if n.isdigit()) == [4, 8, 10]
+    reopened = Checkpoints(str(tmp_path), config, read_only=True)
+    assert (reopened.best_step(), reopened.latest_step()) == (4, 10)
+    reopened.close()
+
+
 def test_batch_sizes_must_split_over_the_devices():
     """Checked before anything trains: the eval batch used to fail at the first evaluation."""
     sizes = {"data.batch_size": 4, "data.eval_batch_size": 3}
@@ -190,6 +209,7 @@ def test_fingerprint_ignores_cadence_not_substance():
     assert fingerprint(_config(**{"tasks.tone": 2.0})) != base
 
 
+@pytest.mark.slow  # a launcher subprocess each
 @pytest.mark.parametrize("overrides, devices, named", [
     (["--config.optimizer.lrr=1"], 1, "lrr"),
     (["--config.optimizer.b2=1.5"], 1, "config.optimizer.b2"),
@@ -289,3 +309,21 @@ def test_adam_adds_l2_to_the_gradient_and_adamw_decays_decoupled():
         results[name] = ours
     # The decay's placement matters here by far more than the tolerance.
     assert np.abs(results["adam"][0] - results["adamw"][0]).max() > 1e-3
+
+
+def test_shardings_follow_the_logical_axes_and_never_replicate_silently():
+    """LOGICAL_RULES maps names to mesh axes; a stacked parameter's extra leading axis is the
+    layers'; a dimension its mesh axis does not divide is an error naming parameter and mesh."""
+    P = jax.sharding.PartitionSpec
+    mesh = sharding.make_mesh(data=2, fsdp=2, tensor=2)
+    spec = lambda names, shape: sharding.partition_spec("a/q_proj/kernel", names, shape, mesh)
+    assert spec(("embed", "heads"), (64, 64)) == P("fsdp", "tensor")
+    assert spec(("embed", "heads"), (4, 64, 64)) == P(None, "fsdp", "tensor")
+    assert spec(("embed", "classes"), (64, 5)) == P("fsdp", None)  # the rule replicates classes
+    with pytest.raises(sharding.ShardingError,
+                       match=r"a/q_proj/kernel \(64, 63\): dimension 1 \(heads=63\) .*'tensor' of size 2"):
+        spec(("embed", "heads"), (64, 63))
+    with pytest.raises(sharding.ShardingError, match=r"a/q_proj/kernel \(64,\) declares no logical axes"):
+        spec(None, (64,))
+    with pytest.raises(sharding.ShardingError, match=r"\['hidden'\] have no rule"):
+        sharding.axes("embed", "hidden")

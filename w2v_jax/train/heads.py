@@ -12,6 +12,7 @@ from flax import nnx
 from w2v_jax.data import labels as L
 from w2v_jax.models import Wav2Vec2Model
 from w2v_jax.models.layers import dropout
+from w2v_jax.sharding import axes
 
 
 class FrameClassifier(nnx.Module):
@@ -21,7 +22,10 @@ class FrameClassifier(nnx.Module):
                  rngs: nnx.Rngs):
         self.wav2vec2 = backbone
         dim = backbone.config.hidden_size
-        self.heads = nnx.Dict({task: nnx.Linear(dim, L.num_classes(task), rngs=rngs) for task in tasks})
+        self.heads = nnx.Dict({task: nnx.Linear(dim, L.num_classes(task), rngs=rngs,
+                                                kernel_metadata=axes("embed", "classes"),
+                                                bias_metadata=axes("classes"))
+                               for task in tasks})
         self.head_dropout = head_dropout
 
     def __call__(self, input_values: jax.Array, attention_mask: jax.Array | None = None, *,
