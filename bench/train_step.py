@@ -61,12 +61,12 @@ def ours(config, hf_state, audio, mask, labels):
 
     from w2v_jax import sharding
     from w2v_jax.hf import from_state_dict
-    from w2v_jax.train import default_config
+    from w2v_jax.train import FineTuning, default_config
     from w2v_jax.train import step as S
     from w2v_jax.train.heads import FrameClassifier
 
     train_config = default_config()
-    train_config.data.dir = "unused"
+    train_config.data.dir = os.getcwd()  # not read
     # torch.optim.AdamW's defaults, as the PyTorch side uses them (no clipping on either side).
     train_config.optimizer.update(name="adamw", learning_rate=TORCH_ADAMW["lr"],
                                   b1=TORCH_ADAMW["betas"][0], b2=TORCH_ADAMW["betas"][1],
@@ -74,15 +74,16 @@ def ours(config, hf_state, audio, mask, labels):
                                   clip_norm=0.0)
     model = FrameClassifier(from_state_dict(config, hf_state, source="bench"), ("tone",),
                             rngs=nnx.Rngs(0))
-    _, params, rng = S.split_model(model)
-    graphdef = nnx.graphdef(model)
-    state = S.with_backbone_opt(S.initial_state(params, rng, train_config), train_config)
+    graphdef, params, rng = S.split_model(model)
+    task = FineTuning(train_config, config)
+    phases = S.Phases(task)
+    state = phases.initial_state(params, rng, 1)  # phase 2: heads and backbone
     mesh = sharding.make_mesh(devices=jax.devices()[:1])
-    shardings = S.state_shardings(state, mesh)
+    shardings = sharding.state_shardings(state, mesh)
     state = jax.device_put(state, shardings)
     batch = jax.device_put({"input_values": audio[None], "attention_mask": mask[None],
                             "labels/tone": labels[None]}, S.batch_shardings(mesh))
-    step = S.jit_train_step(graphdef, train_config, ("heads", "backbone"), mesh, shardings)
+    step = S.jit_train_step(graphdef, task, 1, phases.optimizers[1], mesh, shardings)
     start = time.perf_counter()
     compiled = step.lower(state, batch).compile()
     compile_s = time.perf_counter() - start

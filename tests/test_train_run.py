@@ -1,5 +1,5 @@
 """Whole runs through `python -m launch.train`: exact resume after SIGKILL and from a phase-2
-checkpoint, SIGTERM, two processes, checkpoint retention, export from a workdir whose init
+checkpoint, SIGTERM, two processes, export from a workdir whose init
 checkpoint is gone.
 
 Each run is a subprocess with one CPU device (two for the two-process run) sharing
@@ -20,6 +20,7 @@ import pytest
 
 from tests.data_fixtures import synthetic_corpus  # noqa: F401  (fixture)
 
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # whole runs in subprocesses
 TOTAL, FREEZE = 10, 6
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -160,24 +161,6 @@ def test_a_run_resumes_and_exports_after_its_init_checkpoint_is_gone(
     assert checkpoint.load_config(str(out)) == checkpoint.load_config(str(workdir / "backbone"))
 
 
-def test_the_latest_checkpoints_and_the_best_are_kept(reference):
-    """keep_checkpoints=N keeps the latest N and the best by the dev metric (orbax keeps the later
-    of equal scores), here an older one: metrics.jsonl has every checkpoint's score. (One
-    uninterrupted run: its scores are known to the process that saved them.)"""
-    ref_dir, _ = reference
-    scores = {r["step"]: r["dev/accuracy"] for r in _records(ref_dir) if "dev/accuracy" in r}
-    saved = list(range(2, TOTAL + 1, 2))
-    assert sorted(scores) == saved  # every checkpoint was scored
-    best = max(saved, key=lambda s: (scores[s], s))
-    latest = saved[-KEEP:]
-    assert best not in latest, f"the case under test needs an older best; scores {scores}"
-    assert _checkpoint_steps(ref_dir) == sorted({*latest, best})
-    # A later process (export "best", a resume) reads the scores from disk.
-    from w2v_jax.train.checkpoints import Checkpoints
-    from w2v_jax.train.export import run_config
-    assert Checkpoints(str(ref_dir), run_config(str(ref_dir)), read_only=True).best_step() == best
-
-
 def test_resume_from_a_phase2_checkpoint_is_bitwise_exact(synthetic_corpus, env, reference, tmp_path):  # noqa: F811
     """The reference stopped after its phase-2 checkpoint at TOTAL - 2 (its later checkpoint,
     export and metrics removed from a copy) resumes with the backbone's Adam state: the same
@@ -196,7 +179,7 @@ def test_resume_from_a_phase2_checkpoint_is_bitwise_exact(synthetic_corpus, env,
     os.remove(workdir / "metrics.jsonl")
     assert max(_checkpoint_steps(workdir)) == resume_from
     with open(workdir / "checkpoints" / str(resume_from) / "meta" / "metadata") as f:
-        assert json.load(f)["groups"] == ["heads", "backbone"]  # saved in phase 2
+        assert json.load(f)["phase"] == 1  # saved in phase 2 (heads and backbone)
     kept_before = _checkpoint_steps(workdir)
     _run(synthetic_corpus, workdir, env, f"--config.keep_checkpoints={KEEP}")
     assert _losses(workdir) == {s: ref_losses[s] for s in range(resume_from + 1, TOTAL + 1)}

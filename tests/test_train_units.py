@@ -15,17 +15,17 @@ from flax import nnx
 
 import configs.aishell_large
 from w2v_jax.data.labels import task_weights
-from tests.data_fixtures import cfg, synthetic_corpus, train_split  # noqa: F401  (fixtures)
+from tests.data_fixtures import cfg  # noqa: F401  (fixture)
 from w2v_jax import sharding
-from w2v_jax.models import ConfigError
-from w2v_jax.train import build, check_config, default_config, fingerprint, tri_stage_schedule
+from w2v_jax.models import ConfigError, Wav2Vec2Config
+from w2v_jax.train import FineTuning, build, check_config, default_config, fingerprint, tri_stage_schedule
 from w2v_jax.train import step as S
+from w2v_jax.train.checkpoints import Checkpoints
 from w2v_jax.train.config import best_metric_choices, resolve_config
 from w2v_jax.train.heads import confusion_matrix, masked_cross_entropy, multitask_loss
-from w2v_jax.train.loop import evaluate
 from w2v_jax.train.metrics import summarize_confusion
-from w2v_jax.train.optim import clip_by_global_norm
 
+pytestmark = pytest.mark.timeout(120)
 LOGITS = np.array([[[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [-3.0, 4.0, 1.0], [1.0, 1.0, 1.0]]], np.float32)
 LABELS = np.array([[0, 2, -1, 1]], np.int32)  # frame 2 is ignored
 
@@ -69,15 +69,6 @@ def test_tri_stage_schedule_by_hand():
     for step, expected in [(0, 1e-5), (5, 1e-5 + 5 * (1e-3 - 1e-5) / 10), (10, 1e-3), (49, 1e-3),
                            (75, 1e-3 * math.sqrt(0.05)), (100, 5e-5), (500, 5e-5)]:
         assert float(lr(step)) == pytest.approx(expected, rel=1e-5), step
-
-
-def test_clipping_by_global_norm():
-    grads = {"a": jnp.array([3.0, 0.0]), "b": jnp.array([[4.0]])}
-    clipped, norm = clip_by_global_norm(grads, 1.0)
-    assert float(norm) == pytest.approx(5.0)
-    np.testing.assert_allclose(np.asarray(clipped["a"]), [0.6, 0.0], rtol=1e-5)
-    unclipped, _ = clip_by_global_norm(grads, 0.0)
-    np.testing.assert_array_equal(np.asarray(unclipped["b"]), [[4.0]])
 
 
 def _config(**changes):
@@ -126,17 +117,34 @@ def test_best_metric_must_be_a_dev_score_of_the_tasks(best_metric):
     check_config(_config(best_metric="tone/accuracy"))
 
 
-def test_every_best_metric_choice_is_a_float_that_evaluation_reports(train_split, cfg):  # noqa: F811
+def test_every_best_metric_choice_is_a_float_that_evaluation_reports(tmp_path, cfg):  # noqa: F811
     """The choices come from the metrics code, so the loop's dev["dev/" + best_metric] always exists."""
-    config = _config(max_eval_batches=1)
+    config = _config(**{"data.dir": str(tmp_path)})
     config.tasks = ml_collections.ConfigDict({"tone": 1.0, "sex": 1.0})
     counts = {"tone": np.array([[3, 1], [0, 2]]), "sex": np.array([[1, 1], [1, 1]])}
-    dev = evaluate(lambda params, rng, batch: counts, {"params": None, "rng": None}, train_split,
-                   config, cfg, sharding.make_mesh())
+    task = FineTuning(config, cfg)
+    dev = task.summarize(counts)
+    assert task.score(dev) == dev["dev/accuracy"]
     choices = best_metric_choices(config.tasks)
     assert sorted(choices) == ["accuracy", "sex/accuracy", "tone/accuracy"]
     assert all(isinstance(dev["dev/" + choice], float) for choice in choices)
     assert dev["dev/accuracy"] == pytest.approx((5 / 6 + 2 / 4) / 2)
+
+
+def test_the_latest_checkpoints_and_the_best_are_kept(tmp_path):
+    """keep_checkpoints=2 keeps the latest 2 and the best by score, here an older one; a later
+    process (export "best", a resume) reads the scores from disk."""
+    config = _config(keep_checkpoints=2, async_checkpoints=False)
+    scores = {2: 0.1, 4: 0.9, 6: 0.3, 8: 0.2, 10: 0.4}
+    checkpoints = Checkpoints(str(tmp_path), config)
+    for step, score in scores.items():
+        checkpoints.save(step, {"x": np.full(3, step, np.float32)}, {"position": step}, {"phase": 0},
+                         score)
+    checkpoints.close()
+    assert sorted(int(n) for n in os.listdir(tmp_path / "checkpoints") if n.isdigit()) == [4, 8, 10]
+    reopened = Checkpoints(str(tmp_path), config, read_only=True)
+    assert (reopened.best_step(), reopened.latest_step()) == (4, 10)
+    reopened.close()
 
 
 def test_batch_sizes_must_split_over_the_devices():
@@ -201,6 +209,7 @@ def test_fingerprint_ignores_cadence_not_substance():
     assert fingerprint(_config(**{"tasks.tone": 2.0})) != base
 
 
+@pytest.mark.slow  # a launcher subprocess each
 @pytest.mark.parametrize("overrides, devices, named", [
     (["--config.optimizer.lrr=1"], 1, "lrr"),
     (["--config.optimizer.b2=1.5"], 1, "config.optimizer.b2"),
@@ -256,7 +265,8 @@ def _two_steps_against_torch(name):
     step: warmup over 2 steps from init_scale * peak, so lr(0) = 0.01 and lr(1) = 0.055."""
     import torch
 
-    config = _config(total_steps=20, freeze_steps=20)  # phase 1 (heads) throughout
+    config = _config(total_steps=20, freeze_steps=20,  # phase 1 (heads) throughout
+                     **{"data.dir": os.path.dirname(__file__)})
     config.tasks = ml_collections.ConfigDict({"tone": 1.0})
     o = config.optimizer
     o.name, o.weight_decay, o.learning_rate, o.init_scale, o.clip_norm = name, 0.5, 0.1, 0.1, 0.0
@@ -270,8 +280,10 @@ def _two_steps_against_torch(name):
     graphdef, params, rng_state = S.split_model(_LinearHead(4))
     head = lambda p: tuple(np.asarray(p["heads"]["tone"][k][...], np.float64) for k in ("kernel", "bias"))
     kernel, bias = (torch.tensor(v, requires_grad=True) for v in head(params))
-    state = S.initial_state(params, rng_state, config)
-    step = jax.jit(S.make_train_step(graphdef, config, ("heads",)))
+    task = FineTuning(config, Wav2Vec2Config())  # the model is given: its config is not used
+    phases = S.Phases(task)
+    state = phases.initial_state(params, rng_state, 0)
+    step = jax.jit(S.make_train_step(graphdef, task, 0, phases.optimizers[0]))
     reference = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name](
         [kernel, bias], lr=hand_lr[0], betas=(o.b1, o.b2), eps=o.eps, weight_decay=o.weight_decay)
     for lr in hand_lr:
@@ -297,3 +309,21 @@ def test_adam_adds_l2_to_the_gradient_and_adamw_decays_decoupled():
         results[name] = ours
     # The decay's placement matters here by far more than the tolerance.
     assert np.abs(results["adam"][0] - results["adamw"][0]).max() > 1e-3
+
+
+def test_shardings_follow_the_logical_axes_and_never_replicate_silently():
+    """LOGICAL_RULES maps names to mesh axes; a stacked parameter's extra leading axis is the
+    layers'; a dimension its mesh axis does not divide is an error naming parameter and mesh."""
+    P = jax.sharding.PartitionSpec
+    mesh = sharding.make_mesh(data=2, fsdp=2, tensor=2)
+    spec = lambda names, shape: sharding.partition_spec("a/q_proj/kernel", names, shape, mesh)
+    assert spec(("embed", "heads"), (64, 64)) == P("fsdp", "tensor")
+    assert spec(("embed", "heads"), (4, 64, 64)) == P(None, "fsdp", "tensor")
+    assert spec(("embed", "classes"), (64, 5)) == P("fsdp", None)  # the rule replicates classes
+    with pytest.raises(sharding.ShardingError,
+                       match=r"a/q_proj/kernel \(64, 63\): dimension 1 \(heads=63\) .*'tensor' of size 2"):
+        spec(("embed", "heads"), (64, 63))
+    with pytest.raises(sharding.ShardingError, match=r"a/q_proj/kernel \(64,\) declares no logical axes"):
+        spec(None, (64,))
+    with pytest.raises(sharding.ShardingError, match=r"\['hidden'\] have no rule"):
+        sharding.axes("embed", "hidden")

@@ -1,35 +1,52 @@
-"""Device meshes and parameter partitioning rules (pjit style: explicit shardings).
+"""Device meshes, and parameter shardings by logical axes (MaxText's logical_axis_rules).
 
-Mesh axes: `data` (batch), `fsdp` (batch and parameter shards) and `tensor`
-(Megatron-style attention and feed-forward splits). Parameters follow the first
-matching rule of `RULES`; any other parameter is sharded over `fsdp` on its largest
-dimension that the axis divides, and replicated when none does.
+Mesh axes: `data` (batch), `fsdp` (batch and parameter shards) and `tensor` (Megatron-style
+attention and feed-forward splits). Each parameter names the logical axis of every dimension
+where it is made (`nnx.Param(value, **axes("embed"))`, `nnx.Linear(..., kernel_metadata=axes(...))`);
+LOGICAL_RULES maps each name to a mesh axis or None (replicated). A dimension that its mesh
+axis does not divide is a ShardingError naming the parameter and the mesh, never a silent
+replication. Optimizer moments carry their parameter's names (optax maps over the Params), so
+they shard like it.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any, Sequence
 
 import jax
-import numpy as np
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
+LOGICAL = "logical_axes"  # the Param metadata key
+# The one rule table: logical axis -> mesh axis (None: replicated).
+LOGICAL_RULES: dict[str, str | None] = {
+    "embed": "fsdp",          # the model width (hidden_size)
+    "heads": "tensor",        # attention projections' features, head-major
+    "mlp": "tensor",          # the feed-forward inner width
+    "conv_out": "fsdp",       # CNN output channels
+    "conv_in": None,          # CNN input channels (1 for the first layer)
+    "conv_width": None,       # convolution kernel widths
+    "conv_features": None,    # the CNN's features entering the projection (embed takes fsdp)
+    "layers": None,           # the stacked encoder layers' axis (scan slices it)
+    "classes": None,          # classifier outputs (5 tones, 2 sexes)
+}
+# A parameter stacked over layers (jnp.stack of one layer's params) has one dimension more than
+# it declares: the leading one.
+STACKED = "layers"
 
-# (regex on "a/b/c" parameter paths, mesh axes for the trailing dimensions). First match wins.
-RULES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
-    (r"attention/(q|k|v)_proj/kernel$", ("fsdp", "tensor")),
-    (r"attention/(q|k|v)_proj/bias$", ("tensor",)),
-    (r"attention/out_proj/kernel$", ("tensor", "fsdp")),
-    (r"feed_forward/intermediate_dense/kernel$", ("fsdp", "tensor")),
-    (r"feed_forward/intermediate_dense/bias$", ("tensor",)),
-    (r"feed_forward/output_dense/kernel$", ("tensor", "fsdp")),
-)
-# Stacked encoder-layer parameters keep their leading (layer) axis whole: scan slices it.
-_STACKED = re.compile(r"(^|/)encoder/layers/")
+
+class ShardingError(ValueError):
+    """A parameter without logical axes, or one whose mesh axis does not divide its dimension."""
+
+
+def axes(*names: str) -> dict[str, tuple[str, ...]]:
+    """Param metadata naming the logical axis of each dimension: nnx.Param(v, **axes("embed"))."""
+    unknown = [n for n in names if n not in LOGICAL_RULES]
+    if unknown:
+        raise ShardingError(f"logical axes {unknown} have no rule in LOGICAL_RULES")
+    return {LOGICAL: tuple(names)}
 
 
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1,
@@ -47,32 +64,47 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1,
                          devices=devices)
 
 
-def partition_spec(path: str, shape: tuple[int, ...], mesh: Mesh) -> P:
-    """The PartitionSpec of one parameter, by rule or by the FSDP default."""
+def partition_spec(name: str, names: tuple[str, ...] | None, shape: tuple[int, ...], mesh: Mesh) -> P:
+    """The PartitionSpec of the parameter `name` whose dimensions are logically `names`."""
+    if not shape:
+        return P()
+    if names is None:
+        raise ShardingError(f"parameter {name} {shape} declares no logical axes "
+                            f"(metadata {axes.__module__}.axes(...) where it is made)")
+    if len(shape) == len(names) + 1:
+        names = (STACKED, *names)
+    if len(shape) != len(names):
+        raise ShardingError(f"parameter {name} {shape}: logical axes {names} do not match its shape")
     sizes = dict(mesh.shape)
-    first = 1 if _STACKED.search(path) else 0
-    spec: list[Any] = [None] * len(shape)
-    for pattern, axes in RULES:
-        if re.search(pattern, path):
-            for dim, axis in zip(range(len(shape) - len(axes), len(shape)), axes):
-                if axis and shape[dim] % sizes[axis] == 0 and sizes[axis] > 1:
-                    spec[dim] = axis
-            return P(*spec)
-    if sizes["fsdp"] > 1:
-        candidates = [d for d in range(first, len(shape)) if shape[d] % sizes["fsdp"] == 0]
-        if candidates:
-            spec[max(candidates, key=lambda d: shape[d])] = "fsdp"
+    spec: list[Any] = []
+    for dim, (size, logical) in enumerate(zip(shape, names)):
+        axis = LOGICAL_RULES[logical]
+        if axis is None or sizes[axis] == 1:
+            spec.append(None)
+            continue
+        if size % sizes[axis]:
+            raise ShardingError(f"parameter {name} {shape}: dimension {dim} ({logical}={size}) "
+                                f"does not divide over mesh axis {axis!r} of size {sizes[axis]} "
+                                f"(mesh {sizes}); LOGICAL_RULES may replicate {logical!r} (None)")
+        if axis in spec:
+            raise ShardingError(f"parameter {name} {shape}: logical axes {names} use mesh axis "
+                                f"{axis!r} twice")
+        spec.append(axis)
     return P(*spec)
 
 
-def state_shardings(state: nnx.State, mesh: Mesh) -> nnx.State:
-    """NamedShardings for every array of an nnx State (parameters and optimizer moments alike)."""
-    def sharding(path, leaf):
-        names = "/".join(str(k.key if hasattr(k, "key") else k.idx) for k in path
-                         if not isinstance(k, jax.tree_util.GetAttrKey))  # skip Variable.value
-        shape = np.shape(leaf)
-        return NamedSharding(mesh, partition_spec(names, shape, mesh) if shape else P())
-    return jax.tree_util.tree_map_with_path(sharding, state)
+def state_shardings(tree: Any, mesh: Mesh) -> Any:
+    """NamedShardings for every array of a tree of nnx Variables (parameters, optimizer moments,
+    RNG state): by each Variable's logical axes; scalars and non-Variables replicated."""
+    def of_variable(path, node):
+        if not isinstance(node, nnx.Variable):
+            return jax.tree.map(lambda leaf: NamedSharding(mesh, P()), node)
+        name = jax.tree_util.keystr(path, simple=True, separator="/")
+        names = node.get_metadata().get(LOGICAL)
+        return jax.tree.map(
+            lambda leaf: NamedSharding(mesh, partition_spec(name, names, tuple(leaf.shape), mesh)), node)
+    return jax.tree_util.tree_map_with_path(of_variable, tree,
+                                            is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from w2v_jax.models.config import Wav2Vec2Config
+from w2v_jax.sharding import axes
 from w2v_jax.models.layers import activation, dropout, grouped_conv1d, split_key
 
 _NORMAL = jax.nn.initializers.normal(0.02)
@@ -27,9 +28,9 @@ class PositionalConvEmbedding(nnx.Module):
         dim = config.hidden_size
         std = 2.0 * (1.0 / (kernel_size * dim)) ** 0.5
         v = std * jax.random.normal(rngs.params(), (kernel_size, dim // self.groups, dim))
-        self.weight_v = nnx.Param(v)
-        self.weight_g = nnx.Param(jnp.sqrt(jnp.sum(v * v, axis=(1, 2))))
-        self.bias = nnx.Param(jnp.zeros((dim,)))
+        self.weight_v = nnx.Param(v, **axes("conv_width", "conv_in", "embed"))
+        self.weight_g = nnx.Param(jnp.sqrt(jnp.sum(v * v, axis=(1, 2))), **axes("conv_width"))
+        self.bias = nnx.Param(jnp.zeros((dim,)), **axes("embed"))
         self.dtype = jnp.dtype(config.dtype)
         self.act = config.feat_extract_activation
 
@@ -51,7 +52,9 @@ class Attention(nnx.Module):
     def __init__(self, config: Wav2Vec2Config, *, rngs: nnx.Rngs):
         dim, dtype = config.hidden_size, jnp.dtype(config.dtype)
         dense = functools.partial(nnx.Linear, dim, dim, dtype=dtype, kernel_init=_NORMAL, rngs=rngs)
-        self.q_proj, self.k_proj, self.v_proj, self.out_proj = dense(), dense(), dense(), dense()
+        into_heads = dict(kernel_metadata=axes("embed", "heads"), bias_metadata=axes("heads"))
+        self.q_proj, self.k_proj, self.v_proj = dense(**into_heads), dense(**into_heads), dense(**into_heads)
+        self.out_proj = dense(kernel_metadata=axes("heads", "embed"), bias_metadata=axes("embed"))
         self.num_heads = config.num_attention_heads
         self.rate = config.attention_dropout
 
@@ -71,9 +74,13 @@ class FeedForward(nnx.Module):
     def __init__(self, config: Wav2Vec2Config, *, rngs: nnx.Rngs):
         dtype = jnp.dtype(config.dtype)
         self.intermediate_dense = nnx.Linear(config.hidden_size, config.intermediate_size,
-                                             dtype=dtype, kernel_init=_NORMAL, rngs=rngs)
+                                             dtype=dtype, kernel_init=_NORMAL, rngs=rngs,
+                                             kernel_metadata=axes("embed", "mlp"),
+                                             bias_metadata=axes("mlp"))
         self.output_dense = nnx.Linear(config.intermediate_size, config.hidden_size,
-                                       dtype=dtype, kernel_init=_NORMAL, rngs=rngs)
+                                       dtype=dtype, kernel_init=_NORMAL, rngs=rngs,
+                                       kernel_metadata=axes("mlp", "embed"),
+                                       bias_metadata=axes("embed"))
         self.act = config.hidden_act
         self.activation_rate = config.activation_dropout
         self.hidden_rate = config.hidden_dropout
@@ -89,7 +96,8 @@ class EncoderLayer(nnx.Module):
     def __init__(self, config: Wav2Vec2Config, *, rngs: nnx.Rngs):
         dtype = jnp.dtype(config.dtype)
         norm = functools.partial(nnx.LayerNorm, config.hidden_size, epsilon=config.layer_norm_eps,
-                                 use_fast_variance=False, dtype=dtype, rngs=rngs)
+                                 use_fast_variance=False, dtype=dtype, rngs=rngs,
+                                 scale_metadata=axes("embed"), bias_metadata=axes("embed"))
         self.attention = Attention(config, rngs=rngs)
         self.layer_norm = norm()
         self.feed_forward = FeedForward(config, rngs=rngs)
@@ -121,7 +129,8 @@ class Encoder(nnx.Module):
         self.pos_conv_embed = PositionalConvEmbedding(config, rngs=rngs)
         self.layer_norm = nnx.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps,
                                         use_fast_variance=False, dtype=jnp.dtype(config.dtype),
-                                        rngs=rngs)
+                                        rngs=rngs, scale_metadata=axes("embed"),
+                                        bias_metadata=axes("embed"))
         self.layers = _stacked_layers(config, rngs)
 
     def __call__(self, x, frame_mask, key, deterministic, output_hidden_states=True):

@@ -8,6 +8,7 @@ from flax import nnx
 
 from w2v_jax.models.config import Wav2Vec2Config
 from w2v_jax.models.layers import activation, conv1d, dropout
+from w2v_jax.sharding import axes
 
 
 class ConvLayer(nnx.Module):
@@ -23,15 +24,18 @@ class ConvLayer(nnx.Module):
         self.act = config.feat_extract_activation
         # Kaiming-normal, as HF initialises these convs.
         init = jax.nn.initializers.variance_scaling(2.0, "fan_in", "normal", in_axis=(0, 1), out_axis=2)
-        self.kernel = nnx.Param(init(rngs.params(), (kernel_size, in_dim, out_dim)))
-        self.bias = nnx.Param(jnp.zeros((out_dim,))) if config.conv_bias else None
+        self.kernel = nnx.Param(init(rngs.params(), (kernel_size, in_dim, out_dim)),
+                                **axes("conv_width", "conv_in", "conv_out"))
+        self.bias = nnx.Param(jnp.zeros((out_dim,)), **axes("conv_out")) if config.conv_bias else None
+        norm_axes = dict(scale_metadata=axes("conv_out"), bias_metadata=axes("conv_out"))
         if config.feat_extract_norm == "layer":
             self.norm = nnx.LayerNorm(out_dim, epsilon=1e-5, use_fast_variance=False,
-                                      dtype=self.dtype, rngs=rngs)
+                                      dtype=self.dtype, rngs=rngs, **norm_axes)
         elif index == 0:
             # One group per channel: each channel is normalised over time.
             self.norm = nnx.GroupNorm(out_dim, num_groups=out_dim, epsilon=1e-5,
-                                      use_fast_variance=False, dtype=self.dtype, rngs=rngs)
+                                      use_fast_variance=False, dtype=self.dtype, rngs=rngs,
+                                      **norm_axes)
         else:
             self.norm = None
 
@@ -78,9 +82,13 @@ class FeatureProjection(nnx.Module):
     def __init__(self, config: Wav2Vec2Config, *, rngs: nnx.Rngs):
         dtype = jnp.dtype(config.dtype)
         self.layer_norm = nnx.LayerNorm(config.conv_dim[-1], epsilon=config.layer_norm_eps,
-                                        use_fast_variance=False, dtype=dtype, rngs=rngs)
+                                        use_fast_variance=False, dtype=dtype, rngs=rngs,
+                                        scale_metadata=axes("conv_out"),
+                                        bias_metadata=axes("conv_out"))
         self.projection = nnx.Linear(config.conv_dim[-1], config.hidden_size, dtype=dtype,
-                                     kernel_init=jax.nn.initializers.normal(0.02), rngs=rngs)
+                                     kernel_init=jax.nn.initializers.normal(0.02), rngs=rngs,
+                                     kernel_metadata=axes("conv_features", "embed"),
+                                     bias_metadata=axes("embed"))
         self.rate = config.feat_proj_dropout
 
     def __call__(self, features, key, deterministic):

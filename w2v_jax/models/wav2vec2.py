@@ -11,6 +11,7 @@ from w2v_jax.models.encoder import Encoder
 from w2v_jax.models.feature_encoder import FeatureEncoder, FeatureProjection
 from w2v_jax.models.layers import split_key
 from w2v_jax.models.spec_augment import apply_spec_augment
+from w2v_jax.sharding import axes
 
 
 @struct.dataclass
@@ -42,7 +43,8 @@ class Wav2Vec2Model(nnx.Module):
         self.feature_projection = FeatureProjection(config, rngs=rngs)
         # Always present (transformers keeps it only while SpecAugment is on), so turning
         # SpecAugment on or off never changes the parameter tree of a checkpoint.
-        self.masked_spec_embed = nnx.Param(jax.random.uniform(rngs.params(), (config.hidden_size,)))
+        self.masked_spec_embed = nnx.Param(jax.random.uniform(rngs.params(), (config.hidden_size,)),
+                                           **axes("embed"))
         self.encoder = Encoder(config, rngs=rngs)
         self.rngs = rngs
 

@@ -1,4 +1,4 @@
-"""From a config to the objects a run needs: the backbone's config, the model, the data splits."""
+"""From a config to the objects a run needs: the backbone's config, the backbone, the data splits."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from flax import nnx
 from w2v_jax import checkpoint, data
 from w2v_jax.models import Wav2Vec2Config, Wav2Vec2Model
 from w2v_jax.train.config import MODEL_SWITCHES, model_overrides
-from w2v_jax.train.heads import FrameClassifier
 
 
 def backbone_config(config: ml_collections.ConfigDict) -> Wav2Vec2Config:
@@ -36,19 +35,6 @@ def backbone(config: ml_collections.ConfigDict, model_config: Wav2Vec2Config) ->
         return Wav2Vec2Model(model_config, rngs=nnx.Rngs(config.seed))
     switches = {k: getattr(model_config, k) for k in MODEL_SWITCHES}
     return checkpoint.load_backbone(config.init, seed=config.seed, **switches)
-
-
-def build_model(config: ml_collections.ConfigDict, model_config: Wav2Vec2Config) -> FrameClassifier:
-    """The initial model: backbone as config.init says, heads at random (seeded)."""
-    return FrameClassifier(backbone(config, model_config), tuple(config.tasks),
-                           head_dropout=config.head_dropout, rngs=nnx.Rngs(config.seed + 1))
-
-
-def abstract_model(config: ml_collections.ConfigDict, model_config: Wav2Vec2Config) -> FrameClassifier:
-    """The model's structure without computing or reading any weights."""
-    return nnx.eval_shape(lambda: FrameClassifier(
-        Wav2Vec2Model(model_config, rngs=nnx.Rngs(config.seed)), tuple(config.tasks),
-        head_dropout=config.head_dropout, rngs=nnx.Rngs(config.seed + 1)))
 
 
 def load_split(config: ml_collections.ConfigDict, split: str,

@@ -2,13 +2,14 @@
 
     WORKDIR/checkpoints/<step>/state   the train state (params, optimizer, step, RNG)
     WORKDIR/checkpoints/<step>/data    the train iterator's JSON state
-    WORKDIR/checkpoints/<step>/meta    fingerprint, config fields, phase, non-finite counters
+    WORKDIR/checkpoints/<step>/meta    fingerprint, config fields, the phase
 
 Kept: the latest `keep_checkpoints` and the best by the dev metric.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -22,6 +23,19 @@ from w2v_jax.train.config import fingerprint, fingerprint_fields
 
 CHECKPOINT_DIR = "checkpoints"
 SCORE = "score"
+CONFIG_FILE = "config.json"  # {"fingerprint", "config"}: the resolved config a run saved
+
+
+def has_checkpoint(workdir: str) -> bool:
+    """Whether `workdir` holds a finished checkpoint (read without opening a manager, which creates it)."""
+    saved = os.path.join(workdir, CHECKPOINT_DIR)
+    return os.path.isdir(saved) and any(n.isdigit() for n in os.listdir(saved))
+
+
+def run_config(workdir: str) -> ml_collections.ConfigDict:
+    """The resolved config a run saved in its workdir."""
+    with open(os.path.join(workdir, CONFIG_FILE)) as f:
+        return ml_collections.ConfigDict(json.load(f)["config"])
 
 
 class Checkpoints:

@@ -1,21 +1,29 @@
-"""fairseq's tri-stage learning rate, the Adam(W) update, and which parameters each phase trains.
+"""The optimizer, from optax parts: fairseq's tri-stage schedule, Adam(W) per parameter group,
+a frozen group, global-norm clipping, skipped non-finite updates and gradient accumulation.
 
-The optimizer state is kept per parameter group ("heads", "backbone"), each with its
-own Adam step count: the backbone's moments start at zero when phase 2 begins, as in
-fairseq, where a parameter's Adam state is created on its first gradient.
+    MultiSteps (grad_accum > 1: sums the micro-batch gradients, updates every grad_accum calls)
+      chain(record_grad_norm,
+            apply_if_finite(chain(clip_by_global_norm, partition({group: Adam(W), "frozen": zero}))),
+            scale_by_schedule(-tri_stage))
+
+Each group has its own Adam state, so a group that appears in a later phase (the backbone
+after freeze_steps) starts with zero moments and its own step count, as in fairseq, where a
+parameter's Adam state is created on its first gradient. The schedule counts every update,
+skipped ones included, so the learning rate is that of the global step.
 """
 
 from __future__ import annotations
 
-import math
+from typing import Any, Callable, Iterable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from flax import nnx
 
-HEADS, BACKBONE = "heads", "backbone"
+FROZEN = "frozen"  # the label of parameters no update touches
+# apply_if_finite applies a non-finite update after this many in a row; the loop stops first.
+_NEVER_FORCE = 2**31 - 1
 
 
 def tri_stage_schedule(peak: float, total_steps: int, *, warmup_ratio: float = 0.1,
@@ -26,20 +34,13 @@ def tri_stage_schedule(peak: float, total_steps: int, *, warmup_ratio: float = 0
     warmup = int(warmup_ratio * total_steps)
     hold = int(hold_ratio * total_steps)
     decay = int(decay_ratio * total_steps)
-    init_lr, final_lr = init_scale * peak, final_scale * peak
-    warmup_rate = (peak - init_lr) / warmup if warmup else 0.0
-    decay_factor = -math.log(final_scale) / decay if decay else 0.0
-
-    def schedule(step):
-        step = jnp.asarray(step, jnp.float32)
-        after_warmup = step - warmup
-        after_hold = after_warmup - hold
-        return jnp.where(
-            step < warmup, init_lr + warmup_rate * step,
-            jnp.where(after_warmup < hold, peak,
-                      jnp.where(after_hold < decay, peak * jnp.exp(-decay_factor * after_hold),
-                                final_lr)))
-    return schedule
+    final = final_scale * peak
+    return optax.join_schedules(
+        [optax.linear_schedule(init_scale * peak, peak, max(warmup, 1)),
+         optax.constant_schedule(peak),
+         optax.exponential_decay(peak, max(decay, 1), final_scale, end_value=final),
+         optax.constant_schedule(final)],
+        boundaries=[warmup, warmup + hold, warmup + hold + decay])
 
 
 def schedule_from_config(config: ml_collections.ConfigDict) -> optax.Schedule:
@@ -60,25 +61,50 @@ def direction(config: ml_collections.ConfigDict) -> optax.GradientTransformation
     return optax.chain(adam, optax.add_decayed_weights(o.weight_decay))
 
 
-def group_filter(group: str, freeze_feature_encoder: bool) -> nnx.filterlib.Filter:
-    """The parameters a group trains; with freeze_feature_encoder the CNN belongs to none."""
-    if group == HEADS:
-        return nnx.All(nnx.Param, nnx.PathContains("heads"))
-    if freeze_feature_encoder:
-        return nnx.All(nnx.Param, nnx.PathContains("wav2vec2"),
-                       nnx.Not(nnx.PathContains("feature_extractor")))
-    return nnx.All(nnx.Param, nnx.PathContains("wav2vec2"))
+class GradNormState(NamedTuple):
+    grad_norm: jax.Array
 
 
-def phase_groups(step: int, freeze_steps: int) -> tuple[str, ...]:
-    """Phase 1 (step < freeze_steps) trains the heads; phase 2 everything it may."""
-    return (HEADS,) if step < freeze_steps else (HEADS, BACKBONE)
+def record_grad_norm() -> optax.GradientTransformation:
+    """Passes updates through, keeping their global norm (before clipping) in its state for logging."""
+    return optax.GradientTransformation(
+        lambda params: GradNormState(jnp.zeros((), jnp.float32)),
+        lambda updates, state, params=None: (updates, GradNormState(optax.tree.norm(updates))))
 
 
-def clip_by_global_norm(grads, max_norm: float):
-    """(clipped grads, the norm before clipping); max_norm 0 = no clipping."""
-    norm = optax.tree.norm(grads)
-    if max_norm <= 0:
-        return grads, norm
-    scale = jnp.minimum(1.0, max_norm / (norm + 1e-6))
-    return jax.tree.map(lambda g: g * scale, grads), norm
+def optimizer(config: ml_collections.ConfigDict, groups: Iterable[str],
+              param_labels: Callable[[Any], Any]) -> optax.GradientTransformation:
+    """The update of one phase: `groups` are the labels it trains; param_labels(params) gives
+    each parameter its group or FROZEN."""
+    o = config.optimizer
+    update = optax.partition({**{g: direction(config) for g in groups}, FROZEN: optax.set_to_zero()},
+                             param_labels)
+    if o.clip_norm > 0:  # 0 = off
+        update = optax.chain(optax.clip_by_global_norm(o.clip_norm), update)
+    schedule = schedule_from_config(config)
+    tx = optax.chain(record_grad_norm(), optax.apply_if_finite(update, _NEVER_FORCE),
+                     optax.scale_by_schedule(lambda count: -schedule(count)))
+    if o.grad_accum > 1:  # a sum: each micro-batch's loss is already its share of the batch mean
+        tx = optax.MultiSteps(tx, o.grad_accum, use_grad_mean=False)
+    return tx
+
+
+def enter_phase(opt_state: Any, tx: optax.GradientTransformation, params: Any) -> Any:
+    """The optimizer state of a new phase's `tx`: every group it shares with the old phase keeps
+    its state (moments, counts), a new group starts fresh; the schedule, non-finite counters and
+    accumulator carry over."""
+    fresh = optax.tree_utils.tree_get(tx.init(params), "inner_states")
+    old = optax.tree_utils.tree_get(opt_state, "inner_states")
+    for group in set(old) & set(fresh):
+        if jax.tree.structure(old[group]) != jax.tree.structure(fresh[group]):
+            raise ValueError(f"optimizer group {group!r} labels other parameters in the new phase; "
+                             "a group must keep its parameters across phases")
+    return optax.tree_utils.tree_set(opt_state, inner_states={**fresh, **{g: old[g] for g in set(old) & set(fresh)}})
+
+
+def step_report(opt_state: Any) -> dict[str, jax.Array]:
+    """What the optimizer knows after an update: the gradient norm, whether it was applied, and
+    the non-finite updates in a row and in all."""
+    get = lambda key: optax.tree_utils.tree_get(opt_state, key)
+    return {"grad_norm": get("grad_norm"), "finite": get("last_finite"),
+            "nonfinite_streak": get("notfinite_count"), "nonfinite_total": get("total_notfinite")}

@@ -1,13 +1,13 @@
-"""The train state (a plain pytree), the jitted train and eval steps, and the phase switch.
+"""The train state (a plain pytree), the jitted train and eval steps of any Task, phase switches.
 
     state = {"step": int32 (), "params": nnx.State of every Param,
              "rng": nnx.State of the model's RngState (dropout, LayerDrop, SpecAugment),
-             "opt": {"heads": Adam state, "backbone": Adam state (phase 2 only)}}
+             "opt": the phase's optax state (optim.optimizer)}
 
-A step differentiates only the parameters its phase trains: the frozen ones enter
-as constants, so neither phase 1's backbone nor the frozen CNN has its gradient
-computed. One step = one optimizer update over `grad_accum` micro-batches (a scan),
-with batch arrays shaped (grad_accum, batch, ...).
+A step differentiates only the parameters its phase trains: the frozen ones enter as
+constants (their gradient is a zero the optimizer ignores). One step = one optimizer update
+over grad_accum micro-batches (a scan feeding optax.MultiSteps), with batch arrays shaped
+(grad_accum, batch, ...).
 """
 
 from __future__ import annotations
@@ -17,55 +17,89 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import ml_collections
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from w2v_jax import sharding
 from w2v_jax.train import optim
-from w2v_jax.train.heads import FrameClassifier, confusion_matrix, multitask_loss
+from w2v_jax.train.task import Task, labels_of, param_path
 
 State = dict[str, Any]
-BATCH_KEYS = ("input_values", "attention_mask")
 
 
-def split_model(model: FrameClassifier) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
-    """(graphdef, params, rng): the model holds nothing else."""
+def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
+    """(graphdef, params, rng): a task's model holds nothing else."""
     return nnx.split(model, nnx.Param, nnx.RngState)
 
 
-def _group_params(params: nnx.State, groups: tuple[str, ...], freeze_feature_encoder: bool):
-    """({group: its trainable params}, the params no group trains)."""
-    *trainable, frozen = nnx.split_state(
-        params, *(optim.group_filter(g, freeze_feature_encoder) for g in groups), ...)
-    return dict(zip(groups, trainable)), frozen
+class Phases:
+    """Each phase's optimizer, and the state of a phase built or entered in one place."""
+
+    def __init__(self, task: Task):
+        self.task = task
+        self.optimizers = [optim.optimizer(task.config, task.groups(p), labels_of(task, p))
+                           for p in range(task.num_phases)]
+
+    def initial_state(self, params: nnx.State, rng: nnx.State, phase: int) -> State:
+        return {"step": jnp.zeros((), jnp.int32), "params": params, "rng": rng,
+                "opt": self.optimizers[phase].init(params)}
+
+    def abstract_state(self, phase: int) -> tuple[nnx.GraphDef, State]:
+        """(graphdef, the state's shapes and dtypes in `phase`), without computing any weights."""
+        graphdef, params, rng = split_model(self.task.build_model(abstract=True))
+        return graphdef, jax.eval_shape(lambda: self.initial_state(params, rng, phase))
+
+    def enter(self, state: State, phase: int) -> State:
+        return {**state, "opt": optim.enter_phase(state["opt"], self.optimizers[phase], state["params"])}
 
 
-def init_opt(params: nnx.State, groups: tuple[str, ...], config: ml_collections.ConfigDict) -> dict:
-    trainable, _ = _group_params(params, groups, config.freeze_feature_encoder)
-    tx = optim.direction(config)
-    return {g: tx.init(p) for g, p in trainable.items()}
+def trainable_filter(task: Task, phase: int):
+    """The nnx filter of the parameters `phase` updates."""
+    return lambda path, _: task.param_label(param_path(path), phase) != optim.FROZEN
 
 
-def initial_state(params: nnx.State, rng: nnx.State, config: ml_collections.ConfigDict) -> State:
-    groups = optim.phase_groups(0, config.freeze_steps)
-    return {"step": jnp.zeros((), jnp.int32), "params": params, "rng": rng,
-            "opt": init_opt(params, groups, config)}
+def make_train_step(graphdef: nnx.GraphDef, task: Task, phase: int,
+                    tx: optax.GradientTransformation) -> Callable[[State, dict], tuple[State, dict]]:
+    """The pure (not yet jitted) update of one phase: (state, batch) -> (state, metrics)."""
+    trains = trainable_filter(task, phase)
+    schedule = optim.schedule_from_config(task.config)
+
+    def loss_fn(trainable, frozen, rng, micro, normalizers, step):
+        model = nnx.merge(graphdef, nnx.merge_state(trainable, frozen), rng, copy=True)
+        loss, metrics = task.loss(model, micro, normalizers, step)
+        return loss, ({"loss": loss, **metrics}, nnx.state(model, nnx.RngState))
+
+    def train_step(state: State, batch: dict) -> tuple[State, dict]:
+        normalizers = task.normalizers(batch)
+
+        def micro_step(carry, micro):
+            params, opt, rng = carry
+            trainable, frozen = nnx.split_state(params, trains, ...)
+            (_, (metrics, rng)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                trainable, frozen, rng, micro, normalizers, state["step"])
+            grads = nnx.merge_state(grads, jax.tree.map(jnp.zeros_like, frozen))
+            updates, opt = tx.update(grads, opt, params)
+            return (optax.apply_updates(params, updates), opt, rng), metrics
+
+        carry = (state["params"], state["opt"], state["rng"])
+        if jax.tree.leaves(batch)[0].shape[0] == 1:  # no scan: one micro-batch
+            (params, opt, rng), metrics = micro_step(carry, jax.tree.map(lambda a: a[0], batch))
+        else:  # shares of the batch mean: their sum is the mean
+            (params, opt, rng), metrics = jax.lax.scan(micro_step, carry, batch)
+            metrics = jax.tree.map(lambda m: jnp.sum(m, 0), metrics)
+        new_state = {"step": state["step"] + 1, "params": params, "rng": rng, "opt": opt}
+        return new_state, {**metrics, **optim.step_report(opt),
+                           "learning_rate": schedule(state["step"])}
+
+    return train_step
 
 
-def groups_of(state: State) -> tuple[str, ...]:
-    return tuple(g for g in (optim.HEADS, optim.BACKBONE) if g in state["opt"])
-
-
-def with_backbone_opt(state: State, config: ml_collections.ConfigDict) -> State:
-    """Phase 2 begins: the backbone's Adam state appears, zero, with its own step count."""
-    opt = init_opt(state["params"], (optim.BACKBONE,), config)
-    return {**state, "opt": {**state["opt"], **opt}}
-
-
-def state_shardings(state: State, mesh: Mesh):
-    return sharding.state_shardings(state, mesh)
+def make_eval_step(graphdef: nnx.GraphDef, task: Task):
+    """(params, rng, batch) -> the task's additive statistics of the batch."""
+    def eval_step(params, rng, batch):
+        return task.eval_stats(nnx.merge(graphdef, params, rng), batch)
+    return eval_step
 
 
 def batch_shardings(mesh: Mesh) -> NamedSharding:
@@ -73,86 +107,17 @@ def batch_shardings(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(None, sharding.BATCH_AXES))
 
 
-def make_train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
-                    groups: tuple[str, ...]) -> Callable[[State, dict], tuple[State, dict]]:
-    """The pure (not yet jitted) update of one phase: (state, batch) -> (state, metrics)."""
-    tx = optim.direction(config)
-    schedule = optim.schedule_from_config(config)
-    weights = {task: float(w) for task, w in config.tasks.items()}
-    clip_norm = config.optimizer.clip_norm
-    freeze_cnn = config.freeze_feature_encoder
-
-    def loss_fn(trainable, frozen, rng, micro):
-        model = nnx.merge(graphdef, nnx.merge_state(*trainable.values(), frozen), rng, copy=True)
-        logits = model(micro["input_values"], micro["attention_mask"], deterministic=False)
-        labels = {task: micro[f"labels/{task}"] for task in weights}
-        loss, metrics = multitask_loss(logits, labels, weights)
-        return loss, (metrics, nnx.state(model, nnx.RngState))
-
-    def train_step(state: State, batch: dict) -> tuple[State, dict]:
-        trainable, frozen = _group_params(state["params"], groups, freeze_cnn)
-
-        def grads_of(rng, micro):
-            (loss, (metrics, rng)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-                trainable, frozen, rng, micro)
-            return grads, rng, {"loss": loss, **metrics}
-
-        accum = batch["input_values"].shape[0]
-        if accum == 1:  # no accumulator: zeroing and adding one costs a pass over the model
-            grads, rng, metrics = grads_of(state["rng"], jax.tree.map(lambda a: a[0], batch))
-        else:
-            def micro_step(carry, micro):
-                grads, rng = carry
-                g, rng, metrics = grads_of(rng, micro)
-                return (jax.tree.map(jnp.add, grads, g), rng), metrics
-
-            zeros = jax.tree.map(jnp.zeros_like, trainable)
-            (grads, rng), metrics = jax.lax.scan(micro_step, (zeros, state["rng"]), batch)
-            grads = jax.tree.map(lambda g: g / accum, grads)
-        grads, grad_norm = optim.clip_by_global_norm(grads, clip_norm)
-        learning_rate = schedule(state["step"])
-        new_trainable, new_opt = {}, {}
-        for group in groups:
-            updates, new_opt[group] = tx.update(grads[group], state["opt"][group], trainable[group])
-            updates = jax.tree.map(lambda u: -learning_rate * u, updates)
-            new_trainable[group] = optax.apply_updates(trainable[group], updates)
-        metrics = jax.tree.map(jnp.mean, metrics)
-        finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-        new_trainable = keep(new_trainable, trainable)
-        new_state = {"step": state["step"] + 1,
-                     "params": nnx.merge_state(*new_trainable.values(), frozen),
-                     "rng": rng, "opt": keep(new_opt, state["opt"])}
-        return new_state, {**metrics, "grad_norm": grad_norm, "learning_rate": learning_rate,
-                           "finite": finite}
-
-    return train_step
-
-
-def make_eval_step(graphdef: nnx.GraphDef, tasks: tuple[str, ...]):
-    """(params, rng, batch) -> {task: confusion matrix} of the batch (IGNORE frames skipped)."""
-    def eval_step(params, rng, batch):
-        model = nnx.merge(graphdef, params, rng)
-        logits = model(batch["input_values"], batch["attention_mask"], deterministic=True)
-        return {task: confusion_matrix(logits[task], batch[f"labels/{task}"]) for task in tasks}
-    return eval_step
-
-
-def jit_train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
-                   groups: tuple[str, ...], mesh: Mesh, state_sharding):
+def jit_train_step(graphdef: nnx.GraphDef, task: Task, phase: int, tx, mesh: Mesh, state_sharding):
     """The phase's step under jit: sharded in and out, the input state donated."""
-    replicated = NamedSharding(mesh, P())
-    return jax.jit(make_train_step(graphdef, config, groups),
+    return jax.jit(make_train_step(graphdef, task, phase, tx),
                    in_shardings=(state_sharding, batch_shardings(mesh)),
-                   out_shardings=(state_sharding, replicated), donate_argnums=0)
+                   out_shardings=(state_sharding, NamedSharding(mesh, P())), donate_argnums=0)
 
 
-def jit_eval_step(graphdef: nnx.GraphDef, tasks: tuple[str, ...], mesh: Mesh, params_sharding,
-                  rng_sharding):
-    replicated = NamedSharding(mesh, P())
-    return jax.jit(make_eval_step(graphdef, tasks),
+def jit_eval_step(graphdef: nnx.GraphDef, task: Task, mesh: Mesh, params_sharding, rng_sharding):
+    return jax.jit(make_eval_step(graphdef, task),
                    in_shardings=(params_sharding, rng_sharding, sharding.batch_sharding(mesh)),
-                   out_shardings=replicated)
+                   out_shardings=NamedSharding(mesh, P()))
 
 
 def place(state: State, shardings) -> State:
