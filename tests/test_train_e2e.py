@@ -72,9 +72,6 @@ def test_the_workdir_and_the_exported_backbone(tone_run, tmp_path):
     assert [r["step"] for r in dev] == [100, 200]
     assert np.sum(dev[-1]["dev/tone/confusion"]) == dev[-1]["dev/tone/frames"]
     assert any(n.startswith("events.out.tfevents") for n in os.listdir(os.path.join(workdir, "tensorboard")))
-    # The final backbone, exported by the run, is what extraction loads; it differs from its init.
-    final = checkpoint.load_model(os.path.join(workdir, "backbone"))
-    assert final.config == run_backbone_config(workdir)
     # "best" is the checkpoint with the highest dev score in metrics.jsonl (the later if equal).
     scores = {r["step"]: r["dev/accuracy"] for r in dev}
     best = export_backbone(workdir, str(tmp_path / "best"), "best")
@@ -82,7 +79,11 @@ def test_the_workdir_and_the_exported_backbone(tone_run, tmp_path):
     exported = checkpoint.load_model(str(tmp_path / "best"))
     kernel = lambda m: np.asarray(m.encoder.layers.attention.q_proj.kernel[...])
     np.testing.assert_array_equal(kernel(exported), kernel(restore_model(workdir, best)[1].wav2vec2))
-    np.testing.assert_array_equal(kernel(final), kernel(restore_model(workdir, 200)[1].wav2vec2))
+    # The run's own backbone/, what test accuracy and extraction use, is that same best
+    # checkpoint's backbone; it differs from its init.
+    final = checkpoint.load_model(os.path.join(workdir, "backbone"))
+    assert final.config == run_backbone_config(workdir)
+    np.testing.assert_array_equal(kernel(final), kernel(exported))
     from flax import nnx
     from w2v_jax.models import Wav2Vec2Model
     assert not np.array_equal(kernel(final), kernel(Wav2Vec2Model(final.config, rngs=nnx.Rngs(0))))
@@ -104,6 +105,31 @@ def test_evaluation_takes_the_devices_its_batch_splits_over(tone_run, tmp_path):
         json.dump(saved, f)
     odd, whole = evaluate_run(str(copy), "dev"), evaluate_run(workdir, "dev")
     assert odd["dev/tone/confusion"] == whole["dev/tone/confusion"]
+    assert odd["dev/tone/by_speaker"] == whole["dev/tone/by_speaker"]
+
+
+@pytest.mark.slow
+def test_test_accuracy_by_speaker_equals_each_utterance_alone(tone_run, many_speakers):
+    """The per-speaker counts the accuracy bootstrap resamples, against the model run on each
+    dev utterance unpadded and counted in numpy."""
+    from w2v_jax.train import evaluate_run
+    _, workdir, _ = tone_run
+    result = evaluate_run(workdir, "dev")
+    _, model, _ = restore_model(workdir, result["step"])
+    split = data.corpus_split(many_speakers, "dev", model.wav2vec2.config)
+    expected = {}
+    for example in split.source:
+        audio = np.asarray(example["audio"], np.float32)[None]
+        logits = model(audio, np.ones_like(audio, np.int32), deterministic=True)["tone"][0]
+        labels = np.asarray(example["frames"]["tone"])
+        valid = labels >= 0
+        right, total = expected.get(example["speaker"], (0, 0))
+        expected[example["speaker"]] = (right + int(np.sum((np.argmax(logits, -1) == labels) & valid)),
+                                        total + int(valid.sum()))
+    by = result["dev/tone/by_speaker"]
+    assert by["speakers"] == sorted(expected)
+    assert [(c, f) for c, f in zip(by["correct"], by["frames"])] == [expected[s] for s in by["speakers"]]
+    assert sum(by["frames"]) == result["dev/tone/frames"]
 
 
 @pytest.mark.slow

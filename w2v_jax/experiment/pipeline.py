@@ -138,7 +138,11 @@ def run(config: ml_collections.ConfigDict, workdir: str,
                                 max_samples=a.max_samples or None, seed=config.train.seed,
                                 log_mel=mel)
               for name, store in stores.items()}
-    claims = check_claims(scores, {tasks: m.get("by_speaker", {}) for tasks, m in accuracy.items()},
+    split_name = config.extract.split
+    by_speaker = {tasks: {task: m[f"{split_name}/{task}/by_speaker"] for task in LABEL_SETS
+                          if f"{split_name}/{task}/by_speaker" in m}
+                  for tasks, m in accuracy.items()}
+    claims = check_claims(scores, by_speaker,
                           top_fraction=c.top_fraction, keep_fraction=c.keep_fraction,
                           same_accuracy_margin=c.same_accuracy, fine_tunings=tuple(config.finetune),
                           num_samples=a.bootstrap, seed=config.train.seed)

@@ -7,6 +7,7 @@ from absl import logging
 from flax import nnx
 
 from w2v_jax import checkpoint, sharding
+from w2v_jax.data.sources import text
 from w2v_jax.train import build, loop
 from w2v_jax.train import step as S
 from w2v_jax.train.checkpoints import Checkpoints, abstract, run_config
@@ -47,10 +48,13 @@ def export_backbone(workdir: str, out_dir: str, step: str | int = "best") -> int
 
 
 def evaluate_run(workdir: str, split: str = "test", step: str | int = "best") -> dict:
-    """Frame accuracy, per-class accuracy and confusion per task of a run's checkpoint on `split`."""
+    """Frame accuracy, per-class accuracy, confusion and per-speaker counts ("by_speaker":
+    speakers, frames right, frames scored) per task of a run's checkpoint on `split`."""
     config, model, chosen = restore_model(workdir, step)
     task = FineTuning(config, model.wav2vec2.config)
     task.eval_split = build.load_split(task.config, split, task.model_config)
+    task.eval_speakers = sorted({text(task.eval_split.source[i]["speaker"])
+                                 for i in range(len(task.eval_split))})
     # The run's eval batch need not split over this machine's devices: use as many as it does.
     devices = max(d for d in range(1, jax.device_count() + 1) if config.data.eval_batch_size % d == 0)
     mesh = sharding.make_mesh(devices=jax.devices()[:devices])

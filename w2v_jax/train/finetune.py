@@ -13,6 +13,7 @@ import os
 from typing import Any, Mapping
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -56,6 +57,9 @@ class FineTuning:
         self.tasks = tuple(self.config.tasks)
         self.weights = {task: float(w) for task, w in self.config.tasks.items()}
         self.model_config = model_config
+        # Set (sorted speaker ids of the eval split) to break the eval statistics down by
+        # speaker, as the speaker bootstrap of test accuracy needs (train.evaluate_run).
+        self.eval_speakers: list[str] | None = None
 
     # -- the run ---------------------------------------------------------------------------
     def prepare(self, workdir: str, resuming: bool) -> None:
@@ -120,8 +124,13 @@ class FineTuning:
     def eval_batches(self, batch_size: int):
         batches = self._batches(self.eval_split, batch_size, train=False)
         try:
+            index = {speaker: i for i, speaker in enumerate(self.eval_speakers or ())}
             for batch in batches:
-                yield {k: batch[k] for k in (*BATCH_KEYS, *(f"labels/{t}" for t in self.tasks))}
+                out = {k: batch[k] for k in (*BATCH_KEYS, *(f"labels/{t}" for t in self.tasks))}
+                if self.eval_speakers is not None:  # padding rows ("") have no labelled frame
+                    out["speaker_index"] = np.array([index.get(s, 0) for s in batch["speaker"]],
+                                                    np.int32)
+                yield out
         finally:
             batches.close()
 
@@ -150,7 +159,16 @@ class FineTuning:
 
     def eval_stats(self, model, batch):
         logits = model(batch["input_values"], batch["attention_mask"], deterministic=True)
-        return {task: confusion_matrix(logits[task], batch[f"labels/{task}"]) for task in self.tasks}
+        stats = {task: confusion_matrix(logits[task], batch[f"labels/{task}"]) for task in self.tasks}
+        if self.eval_speakers is not None:
+            for task in self.tasks:
+                labels = batch[f"labels/{task}"]
+                valid = labels != L.IGNORE
+                right = (jnp.argmax(logits[task], -1) == labels) & valid
+                stats[f"{task}/by_speaker"] = jnp.stack([jax.ops.segment_sum(
+                    x.sum(-1), batch["speaker_index"], num_segments=len(self.eval_speakers))
+                    for x in (right, valid)])  # (2, speakers): frames right, frames scored
+        return stats
 
     def summarize(self, stats) -> dict[str, Any]:
         """Per task frame accuracy, per-class accuracy and confusion; and the scores' task means."""
@@ -158,6 +176,10 @@ class FineTuning:
         for task in self.tasks:
             for name, value in summarize_confusion(stats[task]).items():
                 metrics[f"dev/{task}/{name}"] = value
+            if f"{task}/by_speaker" in stats:
+                correct, frames = np.asarray(stats[f"{task}/by_speaker"]).tolist()
+                metrics[f"dev/{task}/by_speaker"] = {"speakers": list(self.eval_speakers),
+                                                     "correct": correct, "frames": frames}
         for score in SCORES:  # the task means, which config.best_metric may name too
             metrics[f"dev/{score}"] = float(np.mean([metrics[f"dev/{t}/{score}"] for t in self.tasks]))
         return metrics

@@ -185,6 +185,12 @@ def run(task: Task, workdir: str) -> dict[str, Any]:
             logging.warning("stopped at step %d (%s)", step, stopped)
         checkpoints.wait()
         if stopped == "done" and jax.process_count() == 1:
+            best = checkpoints.best_step()
+            if best is not None and best != step:  # export what evaluation and extraction use
+                best_state = phases.abstract_state(checkpoints.meta(best)["phase"])[1]
+                state, _ = checkpoints.restore(
+                    best, abstract(best_state, sharding.state_shardings(best_state, mesh)))
+                logging.info("exporting the best checkpoint by dev score: step %d", best)
             task.export(nnx.merge(graphdef, state["params"], state["rng"]), workdir)
         elif stopped == "done":
             logging.info("multi-host run: export from one host (train.export_backbone)")

@@ -91,7 +91,8 @@ class Task(Protocol):
         """The best-checkpoint score from summarize's metrics: higher is better."""
 
     def export(self, model: nnx.Module, workdir: str) -> None:
-        """Called once at the end of a finished single-process run with the final model."""
+        """Called once at the end of a finished single-process run with the model of the best
+        checkpoint by `score` (the final model when no checkpoint has a dev score)."""
 
 
 def labels_of(task: Task, phase: int) -> Callable[[Any], Any]:
