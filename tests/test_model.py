@@ -101,12 +101,15 @@ def _forward_with_rng(model, audio, deterministic):
 
 def test_layerdrop_skips_layers_without_recompiling():
     audio = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8000)), jnp.float32)
-    call, traces = _forward_with_rng(tiny_model(layerdrop=1.0, **NO_DROPOUT), audio, False)
+    # hidden_states[-1] before the final LayerNorm, so a skipped stack's outputs are its input
+    call, traces = _forward_with_rng(
+        tiny_model(layerdrop=1.0, final_norm_in_hidden_states=False, **NO_DROPOUT), audio, False)
     hidden = call(audio)
     for h in hidden[1:]:  # every layer dropped: the stack passes its input through
         np.testing.assert_array_equal(h, hidden[0])
 
-    call, traces = _forward_with_rng(tiny_model(layerdrop=0.5, **NO_DROPOUT), audio, False)
+    call, traces = _forward_with_rng(
+        tiny_model(layerdrop=0.5, final_norm_in_hidden_states=False, **NO_DROPOUT), audio, False)
     patterns = {tuple(bool(np.array_equal(a, b)) for a, b in zip(h[1:], h[:-1]))
                 for h in (call(audio) for _ in range(12))}
     assert len(patterns) > 1 and len(traces) == 1
