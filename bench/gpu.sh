@@ -11,7 +11,8 @@ export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 "$python" -c "import jax; print('jax', jax.__version__, jax.devices())"
 
-# 8 x 15 s per step (6,000 frames): about 25 GB in bfloat16 without remat (bench.memory).
+# 8 x 15 s per step (5,992 frames): at most about 44 GB without remat (bench.memory on CPU,
+# where XLA keeps bfloat16 activations as float32; less on a GPU, where they stay bfloat16).
 timeout 300 "$python" bench/train_step.py --presets=large-lv60 --dtype=bfloat16 --notorch \
   --batch=8 --seconds=15 --repeats=5 || echo "fine-tuning step: failed or timed out (rc $?)"
 timeout 120 "$python" bench/forward.py --presets=large-lv60 --dtype=bfloat16 --notorch \
