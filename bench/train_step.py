@@ -9,8 +9,9 @@ phase-2 step (everything but the CNN feature encoder is updated), dropout and
 SpecAugment on as configured, LayerDrop off on both sides: it skips a random number of
 layers per step, which would make the two timings measure different amounts of work.
 Prints the median step of each side, ours/PyTorch, our compile time, and our FLOP
-rate, counted from the architecture (XLA's cost analysis misses the matmuls the CPU
-backend hands to its YNNPACK library).
+rate, counted from the architecture (w2v_jax.flops; XLA's cost analysis counts a scanned
+layer stack once), as a fraction of a plain jitted matmul's rate measured in the same
+run, and MFU on an accelerator.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-from bench.timing import median_seconds  # noqa: E402
+from bench.timing import device_peak_flops, matmul_peak_flops, median_seconds, rate_line  # noqa: E402
 
 flags.DEFINE_list("presets", ["large-lv60"], "Model presets to time.")
 flags.DEFINE_integer("batch", 2, "Utterances per batch.")
@@ -32,26 +33,10 @@ flags.DEFINE_integer("repeats", 3, "Timed steps per side (median reported).")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Our compute dtype.")
 flags.DEFINE_bool("torch", True, "Also time transformers' PyTorch model (CPU only).")
 flags.DEFINE_bool("remat", False, "Our remat switch.")
-flags.DEFINE_float("peak_tflops", 989.0, "Device peak TFLOP/s for MFU (H100/H200 bf16 dense).")
+flags.DEFINE_float("peak_tflops", None, "Device peak TFLOP/s for MFU (default: by device kind).")
 FLAGS = flags.FLAGS
 CLASSES = 5
 TORCH_ADAMW = dict(lr=5e-5, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)  # torch's defaults, lr ours
-
-
-def step_flops(config, batch: int, samples: int) -> float:
-    """Matmul and conv FLOPs of one phase-2 step: the frozen CNN forward only, the rest
-    forward and backward (3x forward)."""
-    length, cin, cnn = samples, 1, 0.0
-    for dim, kernel, stride in zip(config.conv_dim, config.conv_kernel, config.conv_stride):
-        length = (length - kernel) // stride + 1
-        cnn += 2 * length * kernel * cin * dim
-        cin = dim
-    d, frames = config.hidden_size, length
-    per_frame = (2 * cin * d  # feature projection
-                 + 2 * config.num_conv_pos_embeddings * d * d // config.num_conv_pos_embedding_groups
-                 + config.num_hidden_layers * (2 * (4 * d * d + 2 * d * config.intermediate_size)
-                                               + 4 * frames * d))  # QK^T and PV
-    return batch * (cnn + 3 * frames * per_frame)
 
 
 def ours(config, hf_state, audio, mask, labels):
@@ -126,6 +111,7 @@ def main(argv):
     import torch
     import transformers
 
+    from w2v_jax import flops as F
     from w2v_jax.models import Wav2Vec2Config
 
     samples = int(FLAGS.seconds * 16000)
@@ -135,6 +121,8 @@ def main(argv):
     print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}; torch threads: "
           f"{torch.get_num_threads()}; load average {os.getloadavg()[0]:.2f}; batch {FLAGS.batch} x "
           f"{FLAGS.seconds:g} s; ours in {FLAGS.dtype}", flush=True)
+    peak, device_peak = matmul_peak_flops(FLAGS.dtype), device_peak_flops(FLAGS.peak_tflops)
+    print(f"matmul peak: a plain jitted {FLAGS.dtype} matmul (2048^3) runs at {peak / 1e9:.0f} GFLOP/s here")
     for preset in FLAGS.presets:
         config = Wav2Vec2Config.preset(preset, dtype=FLAGS.dtype, remat=FLAGS.remat, layerdrop=0.0)
         frames = int(config.num_frames(samples))
@@ -143,14 +131,13 @@ def main(argv):
         reference = transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**config.to_hf()))
         hf_state = {k: v.numpy() for k, v in reference.state_dict().items()}
         ours_s, compile_s = ours(config, hf_state, audio, mask, labels)
-        flops = step_flops(config, FLAGS.batch, samples)
-        line = f"{preset:>11}: ours {ours_s:.3f} s/step (compile {compile_s:.1f} s, {flops / ours_s / 1e9:.0f} GFLOP/s)"
+        flops = F.fine_tune_step_flops(config, samples, FLAGS.batch, num_classes=CLASSES)
+        line = (f"{preset:>11}: ours {ours_s:.3f} s/step ({rate_line(flops, ours_s, peak, device_peak)}, "
+                f"{FLAGS.batch * frames / ours_s:.0f} frames/s, compile {compile_s:.1f} s)")
         if FLAGS.torch:
             theirs = pytorch(config, audio, mask, labels, reference)
-            line += f" | PyTorch {theirs:.3f} s/step | ours/PyTorch {ours_s / theirs:.2f}"
-        if jax.devices()[0].platform == "gpu":
-            line += (f" | {FLAGS.batch * frames / ours_s:.0f} frames/s, "
-                     f"MFU {flops / ours_s / (FLAGS.peak_tflops * 1e12):.1%}")
+            line += (f" | PyTorch {theirs:.3f} s/step ({rate_line(flops, theirs, peak, None)})"
+                     f" | ours/PyTorch {ours_s / theirs:.2f}")
         print(line + f" | load average {os.getloadavg()[0]:.2f}", flush=True)
         del reference, hf_state
 

@@ -101,12 +101,15 @@ def _forward_with_rng(model, audio, deterministic):
 
 def test_layerdrop_skips_layers_without_recompiling():
     audio = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8000)), jnp.float32)
-    call, traces = _forward_with_rng(tiny_model(layerdrop=1.0, **NO_DROPOUT), audio, False)
+    # hidden_states[-1] before the final LayerNorm, so a skipped stack's outputs are its input
+    call, traces = _forward_with_rng(
+        tiny_model(layerdrop=1.0, final_norm_in_hidden_states=False, **NO_DROPOUT), audio, False)
     hidden = call(audio)
     for h in hidden[1:]:  # every layer dropped: the stack passes its input through
         np.testing.assert_array_equal(h, hidden[0])
 
-    call, traces = _forward_with_rng(tiny_model(layerdrop=0.5, **NO_DROPOUT), audio, False)
+    call, traces = _forward_with_rng(
+        tiny_model(layerdrop=0.5, final_norm_in_hidden_states=False, **NO_DROPOUT), audio, False)
     patterns = {tuple(bool(np.array_equal(a, b)) for a, b in zip(h[1:], h[:-1]))
                 for h in (call(audio) for _ in range(12))}
     assert len(patterns) > 1 and len(traces) == 1
@@ -169,3 +172,23 @@ def test_grouped_conv_gradients_match_torch(width, groups):
     np.testing.assert_allclose(y, ty.detach().numpy().transpose(0, 2, 1), atol=1e-4)
     np.testing.assert_allclose(dx, tx.grad.numpy().transpose(0, 2, 1), atol=1e-4)
     np.testing.assert_allclose(dkernel, tk.grad.numpy().transpose(2, 1, 0), atol=1e-4)
+
+
+def test_attention_with_dropout_path_masks_padding_like_the_fused_one():
+    """Training with attention dropout writes the attention out (dot_product_attention has no
+    dropout); at a vanishing rate it must equal the fused path, padded keys masked alike."""
+    from w2v_jax.models.encoder import Attention
+
+    config = Wav2Vec2Config.preset("tiny", attention_dropout=1e-9)
+    attention = Attention(config, rngs=nnx.Rngs(0))
+    x = jnp.asarray(np.random.default_rng(4).normal(size=(3, 11, config.hidden_size)), jnp.float32)
+    lengths = jnp.array([11, 7, 1], jnp.int32)
+    fused = attention(x, lengths, None, True)
+    written_out = attention(x, lengths, jax.random.key(0), False)
+    np.testing.assert_allclose(written_out, fused, atol=1e-6)
+    # padded keys carry no weight: changing them changes no output
+    x_changed = x.at[1, 7:].set(100.0).at[2, 1:].set(-100.0)
+    for deterministic, key in ((True, None), (False, jax.random.key(0))):
+        out = attention(x_changed, lengths, key, deterministic)
+        np.testing.assert_allclose(out[1, :7], fused[1, :7], atol=1e-5)
+        np.testing.assert_allclose(out[2, :1], fused[2, :1], atol=1e-5)

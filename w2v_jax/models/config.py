@@ -14,6 +14,11 @@ from w2v_jax.errors import UserError
 _NORMS = ("group", "layer")
 _ACTIVATIONS = ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh")
 _DTYPES = ("float32", "bfloat16")
+# What a rematerialised layer keeps for the backward pass (jax.checkpoint policies).
+# "save_dots": the outputs of its weight matmuls (q/k/v/out, feed-forward), about 9 x D
+# values a frame per layer, so the backward recomputes only norms, activations and the
+# attention core; "save_nothing": only the layer's input, the whole layer recomputed.
+REMAT_POLICIES = ("save_dots", "save_nothing")
 # HF config.json fields that describe the backbone and that we implement.
 _HF_BACKBONE_FIELDS = (
     "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
@@ -70,6 +75,12 @@ class Wav2Vec2Config:
     dtype: str = "float32"
     scan_layers: bool = True  # measured faster than unrolled slices of the stack on CPU (BUILD_NOTES)
     remat: bool = False
+    remat_policy: str = "save_dots"
+    # Pre-LN ("stable") models only: is hidden_states[-1] the last layer's output after the
+    # encoder's final LayerNorm (transformers 4.x, fairseq's returned features, the paper's
+    # era) or before it (transformers 5)? The paper's by default; parity tests against the
+    # pinned transformers 5 set False.
+    final_norm_in_hidden_states: bool = True
 
     def __post_init__(self):
         for name in ("conv_dim", "conv_stride", "conv_kernel"):
@@ -88,6 +99,8 @@ class Wav2Vec2Config:
                 fail(field, f"must be one of {_ACTIVATIONS}")
         if self.dtype not in _DTYPES:
             fail("dtype", f"must be one of {_DTYPES}")
+        if self.remat_policy not in REMAT_POLICIES:
+            fail("remat_policy", f"must be one of {REMAT_POLICIES}")
         if not len(self.conv_dim) == len(self.conv_stride) == len(self.conv_kernel):
             fail("conv_dim", "conv_dim, conv_stride and conv_kernel must have the same length")
         for field in ("hidden_size", "num_hidden_layers", "num_attention_heads",

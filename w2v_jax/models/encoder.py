@@ -17,6 +17,8 @@ from w2v_jax.sharding import axes
 from w2v_jax.models.layers import activation, dropout, grouped_conv1d, split_key
 
 _NORMAL = jax.nn.initializers.normal(0.02)
+_REMAT_POLICIES = {"save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+                   "save_nothing": jax.checkpoint_policies.nothing_saveable}
 
 
 class PositionalConvEmbedding(nnx.Module):
@@ -49,6 +51,15 @@ class PositionalConvEmbedding(nnx.Module):
 
 
 class Attention(nnx.Module):
+    """Multi-head self-attention over the real frames of each row (keys past a row's length
+    are masked). Logits and softmax in float32 whatever the compute dtype.
+
+    Without attention dropout (inference, or a rate of 0) it is `jax.nn.dot_product_attention`:
+    cuDNN's fused flash attention on a GPU in bfloat16, XLA elsewhere. That API has no
+    dropout on the probabilities, so training with attention dropout writes the same
+    computation out with the dropout in the middle.
+    """
+
     def __init__(self, config: Wav2Vec2Config, *, rngs: nnx.Rngs):
         dim, dtype = config.hidden_size, jnp.dtype(config.dtype)
         dense = functools.partial(nnx.Linear, dim, dim, dtype=dtype, kernel_init=_NORMAL, rngs=rngs)
@@ -57,17 +68,31 @@ class Attention(nnx.Module):
         self.out_proj = dense(kernel_metadata=axes("heads", "embed"), bias_metadata=axes("embed"))
         self.num_heads = config.num_attention_heads
         self.rate = config.attention_dropout
+        self.dtype = dtype
 
-    def __call__(self, x, bias, key, deterministic):
+    def __call__(self, x, lengths, key, deterministic):
+        """x (B, T, D), lengths (B,) int32: the real frames of each row, a prefix."""
         batch, length, dim = x.shape
         heads = lambda t: t.reshape(batch, length, self.num_heads, dim // self.num_heads)
-        q = heads(self.q_proj(x)) * (dim // self.num_heads) ** -0.5
-        k, v = heads(self.k_proj(x)), heads(self.v_proj(x))
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-        probs = jax.nn.softmax(logits + bias, axis=-1)
-        probs = dropout(probs, self.rate, key, deterministic).astype(v.dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(batch, length, dim)
-        return self.out_proj(out)
+        q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
+        if deterministic or self.rate == 0.0:
+            out = jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=lengths,
+                                               implementation=_attention_implementation(self.dtype))
+        else:
+            logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+            logits = logits * (dim // self.num_heads) ** -0.5
+            real_key = jnp.arange(length)[None, :] < lengths[:, None]
+            logits = jnp.where(real_key[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
+            probs = dropout(jax.nn.softmax(logits, axis=-1), self.rate, key, deterministic)
+            out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
+        return self.out_proj(out.reshape(batch, length, dim))
+
+
+def _attention_implementation(dtype) -> str:
+    """cuDNN's flash attention where it exists (a GPU, 16-bit operands), XLA otherwise."""
+    if jax.default_backend() == "gpu" and dtype in (jnp.bfloat16, jnp.float16):
+        return "cudnn"
+    return "xla"
 
 
 class FeedForward(nnx.Module):
@@ -105,13 +130,13 @@ class EncoderLayer(nnx.Module):
         self.pre_norm = config.do_stable_layer_norm
         self.rate = config.hidden_dropout
 
-    def __call__(self, x, bias, key, deterministic):
+    def __call__(self, x, lengths, key, deterministic):
         k_attn, k_drop, k_ff = split_key(key, 3)
         if self.pre_norm:
-            attn = self.attention(self.layer_norm(x), bias, k_attn, deterministic)
+            attn = self.attention(self.layer_norm(x), lengths, k_attn, deterministic)
             x = x + dropout(attn, self.rate, k_drop, deterministic)
             return x + self.feed_forward(self.final_layer_norm(x), k_ff, deterministic)
-        attn = self.attention(x, bias, k_attn, deterministic)
+        attn = self.attention(x, lengths, k_attn, deterministic)
         x = self.layer_norm(x + dropout(attn, self.rate, k_drop, deterministic))
         return self.final_layer_norm(x + self.feed_forward(x, k_ff, deterministic))
 
@@ -134,11 +159,12 @@ class Encoder(nnx.Module):
         self.layers = _stacked_layers(config, rngs)
 
     def __call__(self, x, frame_mask, key, deterministic, output_hidden_states=True):
-        """x (B, T, D), frame_mask (B, T) bool -> (last_hidden_state, hidden_states)."""
+        """x (B, T, D), frame_mask (B, T) bool, True on a prefix of each row (the real frames)
+        -> (last_hidden_state, hidden_states)."""
         cfg = self.config
         k_drop, k_layers, k_skip = split_key(key, 3)
         x = jnp.where(frame_mask[:, :, None], x, 0)  # padded frames must not leak through the conv
-        bias = jnp.where(frame_mask, 0.0, jnp.finfo(jnp.float32).min)[:, None, None, :]
+        lengths = jnp.sum(frame_mask, axis=-1, dtype=jnp.int32)
         x = x + self.pos_conv_embed(x)
         if not cfg.do_stable_layer_norm:
             x = self.layer_norm(x)
@@ -155,7 +181,7 @@ class Encoder(nnx.Module):
         def layer_step(h, inputs):
             layer_params, layer_key, skip = inputs
             layer = nnx.merge(graphdef, layer_params)
-            run = lambda h: layer(h, bias, None if deterministic else layer_key, deterministic)
+            run = lambda h: layer(h, lengths, None if deterministic else layer_key, deterministic)
             if use_layerdrop:  # a traced decision: one compiled program for every draw
                 out = jax.lax.cond(skip, lambda h: h, run, h)
             else:
@@ -163,7 +189,8 @@ class Encoder(nnx.Module):
             return out, (h if output_hidden_states else None)
 
         if cfg.remat:
-            layer_step = jax.checkpoint(layer_step, prevent_cse=not cfg.scan_layers)
+            layer_step = jax.checkpoint(layer_step, prevent_cse=not cfg.scan_layers,
+                                        policy=_REMAT_POLICIES[cfg.remat_policy])
         if cfg.scan_layers:
             x, inputs = jax.lax.scan(layer_step, x, (params, layer_keys, skips))
             layer_inputs = tuple(inputs[i] for i in range(num_layers)) if output_hidden_states else ()
@@ -177,9 +204,12 @@ class Encoder(nnx.Module):
                 x, h = layer_step(x, jax.tree.map(lambda q: q[i], pieces,
                                                   is_leaf=lambda q: isinstance(q, list)))
                 layer_inputs.append(h)
-        # transformers 5 records each layer's output, so for the pre-LN order the last
-        # hidden state is taken before the final LayerNorm (last_hidden_state after it).
-        hidden_states = (*layer_inputs, x) if output_hidden_states else ()
         if cfg.do_stable_layer_norm:
-            x = self.layer_norm(x)
+            # Pre-LN: the last layer's output before or after the final LayerNorm
+            # (transformers 5 vs transformers 4 / the paper; config.final_norm_in_hidden_states).
+            before_norm, x = x, self.layer_norm(x)
+            last = x if cfg.final_norm_in_hidden_states else before_norm
+        else:
+            last = x
+        hidden_states = (*layer_inputs, last) if output_hidden_states else ()
         return x, hidden_states
