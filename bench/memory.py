@@ -55,20 +55,22 @@ def parse_mesh(spec: str) -> dict[str, int]:
 def fine_tune_step(model_config, mesh, batch_per_device: int, samples: int):
     """The adapter to the trainer: phase 2 of fine-tuning (heads and transformer trained, CNN
     frozen as configured), the state donated. Returns (jitted step, abstract state, abstract batch)."""
+    import os
+
     import jax
     import numpy as np
-    from flax import nnx
 
-    from w2v_jax.train import build, default_config
+    from w2v_jax import sharding
+    from w2v_jax.train import FineTuning, default_config
     from w2v_jax.train import step as S
 
     config = default_config()
     config.tasks = {"tone": 1.0}
-    model = build.abstract_model(config, model_config)
-    _, params, rng = S.split_model(model)
-    state = jax.eval_shape(lambda p, r: S.with_backbone_opt(S.initial_state(p, r, config), config),
-                           params, rng)
-    shardings = S.state_shardings(state, mesh)
+    config.data.dir = os.getcwd()  # not read: the model config is given
+    task = FineTuning(config, model_config)
+    phases = S.Phases(task)
+    graphdef, state = phases.abstract_state(1)
+    shardings = sharding.state_shardings(state, mesh)
     state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                          state, shardings)
     global_batch = batch_per_device * mesh.size // mesh.shape["tensor"]
@@ -77,7 +79,7 @@ def fine_tune_step(model_config, mesh, batch_per_device: int, samples: int):
     batch = {"input_values": jax.ShapeDtypeStruct((1, global_batch, samples), np.float32, sharding=where),
              "attention_mask": jax.ShapeDtypeStruct((1, global_batch, samples), np.int32, sharding=where),
              "labels/tone": jax.ShapeDtypeStruct((1, global_batch, frames), np.int32, sharding=where)}
-    step = S.jit_train_step(nnx.graphdef(model), config, ("heads", "backbone"), mesh, shardings)
+    step = S.jit_train_step(graphdef, task, 1, phases.optimizers[1], mesh, shardings)
     return step, state, batch
 
 

@@ -26,7 +26,8 @@ from w2v_jax.train.metrics import summarize_confusion
 
 # Wav2Vec2Config fields a training run may set on top of the checkpoint or preset:
 # regularisation and compute policy, never the architecture of a loaded checkpoint.
-MODEL_SWITCHES = ("dtype", "scan_layers", "remat", "hidden_dropout", "activation_dropout",
+MODEL_SWITCHES = ("dtype", "scan_layers", "remat", "remat_policy", "final_norm_in_hidden_states",
+                  "hidden_dropout", "activation_dropout",
                   "attention_dropout", "feat_proj_dropout", "layerdrop", "apply_spec_augment",
                   "mask_time_prob", "mask_time_length", "mask_time_min_masks",
                   "mask_feature_prob", "mask_feature_length", "mask_feature_min_masks")
