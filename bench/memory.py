@@ -55,8 +55,6 @@ def parse_mesh(spec: str) -> dict[str, int]:
 def fine_tune_step(model_config, mesh, batch_per_device: int, samples: int):
     """The adapter to the trainer: phase 2 of fine-tuning (heads and transformer trained, CNN
     frozen as configured), the state donated. Returns (jitted step, abstract state, abstract batch)."""
-    import os
-
     import jax
     import numpy as np
 
@@ -66,7 +64,6 @@ def fine_tune_step(model_config, mesh, batch_per_device: int, samples: int):
 
     config = default_config()
     config.tasks = {"tone": 1.0}
-    config.data.dir = os.getcwd()  # not read: the model config is given
     task = FineTuning(config, model_config)
     phases = S.Phases(task)
     graphdef, state = phases.abstract_state(1)

@@ -52,8 +52,10 @@ class FineTuning:
     num_phases = 2
 
     def __init__(self, config: ml_collections.ConfigDict, model_config: Wav2Vec2Config | None = None):
-        """`config` is checked and resolved here; `model_config` skips prepare (evaluation of a run)."""
-        self.config = resolve_config(config)
+        """`config` is checked and resolved here. With `model_config`, `config` is a run's recorded
+        config (checked when the run started; this machine's devices may differ) and prepare is
+        skipped: the evaluation of a finished run."""
+        self.config = resolve_config(config) if model_config is None else config
         self.tasks = tuple(self.config.tasks)
         self.weights = {task: float(w) for task, w in self.config.tasks.items()}
         self.model_config = model_config
