@@ -3,12 +3,13 @@ tone+sex and finals+sex, each scored layer by layer with SVCCA on the test split
 
   python -m launch.experiment --config=configs/paper.py --workdir=runs/paper \
       --config.train.init=hf:models/wav2vec2-large --config.train.data.dir=data/aishell1
-  python -m launch.experiment --config=configs/paper.py:synthetic --workdir=runs/synthetic
+  python -m launch.experiment --config=configs/paper.py:demo --workdir=runs/demo
+  python -m launch.experiment --config=configs/paper.py:demo --workdir=W --config.train.data.dir=DIR
 
-ARG: "" (AISHELL-1 with wav2vec 2.0 Large, configs/aishell_large.py) or "synthetic"
-(the tiny preset trained from scratch on a synthetic corpus: minutes on a CPU; what
-`python -m launch.demo` runs). The synthetic "pre-trained" model is the random
-initialisation every fine-tuning starts from: no self-supervised pre-training exists for it.
+ARG: "" (AISHELL-1 with wav2vec 2.0 Large, configs/aishell_large.py) or "demo" (the tiny
+preset on generated eSpeak NG Mandarin speech: what `python -m launch.demo` runs). The
+demo generates its corpus under WORKDIR/corpus unless config.train.data.dir names a corpus
+in the AISHELL-1 layout (then nothing is generated).
 """
 
 import ml_collections
@@ -18,18 +19,23 @@ import configs.synthetic_tiny
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    if arg not in ("", "synthetic"):
-        raise ValueError(f"configs/paper.py argument {arg!r}: use '' (AISHELL-1) or 'synthetic'")
-    synthetic = arg == "synthetic"
+    if arg not in ("", "demo"):
+        raise ValueError(f"configs/paper.py argument {arg!r}: use '' (AISHELL-1) or 'demo'")
+    demo = arg == "demo"
     c = ml_collections.ConfigDict()
     c.finetune = ("tone", "final", "sex", "tone+sex", "final+sex")
-    c.train = (configs.synthetic_tiny if synthetic else configs.aishell_large).get_config("tone")
+    c.train = (configs.synthetic_tiny if demo else configs.aishell_large).get_config("tone")
 
-    c.synthetic = ml_collections.ConfigDict()
-    c.synthetic.enabled = synthetic
-    c.synthetic.speakers = 40
-    c.synthetic.utterances = 6
-    c.synthetic.seed = 0
+    # The corpus made under WORKDIR/corpus when config.train.data.dir is empty:
+    # "espeak" (w2v_jax.data.espeak, real synthesised speech) or "formant" (the toy
+    # w2v_jax.data.synthetic, for tests that need a corpus in a second).
+    c.corpus = ml_collections.ConfigDict()
+    c.corpus.generator = "espeak"
+    c.corpus.speakers = 40
+    c.corpus.utterances = 40
+    c.corpus.dev_speakers = 4
+    c.corpus.test_speakers = 8  # 8 speakers x 40 utterances: ~6,000 test segments
+    c.corpus.seed = 0
 
     c.extract = ml_collections.ConfigDict()
     c.extract.split = "test"
@@ -39,7 +45,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.analysis = ml_collections.ConfigDict()
     c.analysis.metrics = ("svcca",)
     c.analysis.probes = True
-    c.analysis.bootstrap = 0  # speaker-bootstrap resamples for SVCCA intervals
+    c.analysis.bootstrap = 200  # speaker-bootstrap resamples for every interval
     c.analysis.max_samples = 0  # 0: every segment
     c.analysis.projection_layers = (0, -1)
     c.analysis.umap = True
@@ -48,10 +54,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.claims.top_fraction = 1 / 3  # "top layers": the last third
     c.claims.keep_fraction = 0.9  # a multi-task model keeps a label at >= 90% of the mono-task SVCCA
     c.claims.same_accuracy = 0.02  # mono vs multi-task accuracy within 2 points is "the same"
-    if synthetic:  # the demo: five fine-tunings within about ten minutes on 2 CPU cores
+    if demo:  # five fine-tunings within ten minutes on 2 CPU cores
+        c.train.data.dir = ""
         c.train.total_steps = 150
         c.train.eval_every = 75
-        c.train.checkpoint_every = 150
+        c.train.checkpoint_every = 75
         c.analysis.projection_layers = (-1,)
         c.claims.same_accuracy = 0.05  # a few hundred steps on a few speakers: noisier
     return c

@@ -14,7 +14,7 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
 
 import pytest  # noqa: E402
 
-from tests.tiny_hf import VARIANTS, tiny_hf_config  # noqa: E402
+from tests.tiny_hf import TINY_PRETRAINING, VARIANTS, tiny_hf_config  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +28,22 @@ def hf_checkpoints(tmp_path_factory):
         torch.manual_seed(seed)
         model = transformers.Wav2Vec2Model(tiny_hf_config(variant)).eval()
         dirs[variant] = str(tmp_path_factory.mktemp(f"hf-{variant}"))
+        model.save_pretrained(dirs[variant])
+    return dirs
+
+
+@pytest.fixture(scope="session")
+def hf_pretraining_checkpoints(tmp_path_factory):
+    """{variant: dir} of tiny random transformers Wav2Vec2ForPreTraining models."""
+    import torch
+    import transformers
+
+    dirs = {}
+    for seed, variant in enumerate(VARIANTS):
+        torch.manual_seed(10 + seed)
+        config = tiny_hf_config(variant, **TINY_PRETRAINING)
+        model = transformers.Wav2Vec2ForPreTraining(config).eval()
+        dirs[variant] = str(tmp_path_factory.mktemp(f"hf-pretraining-{variant}"))
         model.save_pretrained(dirs[variant])
     return dirs
 

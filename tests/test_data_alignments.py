@@ -126,3 +126,70 @@ def test_textgrid_without_phones_tier(tmp_path):
     A.write_textgrid(path, {"words": WORDS}, 0.3)
     with pytest.raises(DataError, match=r"W\.TextGrid: no 'phones' tier"):
         A.read_textgrid(path)
+
+
+def test_phone_shorter_than_a_frame_never_takes_a_neighbours_frame():
+    # d [0.200, 0.205): midpoint .2025 -> (.2025*16000 - 200)/320 = 9.5 -> frame 9 (ties go
+    # earlier), centred at .1925, inside ong1: d owns no frame and gets no row.
+    # e5 [0.205, 0.3): midpoint .2525 -> frame 12 (.2525), its own.
+    segments = _segments([A.Interval(0.05, 0.10, "zh"), A.Interval(0.10, 0.20, "ong1"),
+                          A.Interval(0.20, 0.205, "d"), A.Interval(0.205, 0.30, "e5")])
+    table = A.segment_columns(segments, "F", NUM_FRAMES, CFG)
+    assert table["frame"].tolist() == [3, 7, 12]
+    assert table["initial"].tolist() == [L.INITIALS.index("zh"), _, _]
+    np.testing.assert_allclose(table["start"], [0.05, 0.10, 0.205], atol=1e-7)
+    frames = A.frame_labels(segments, "F", NUM_FRAMES, CFG)
+    for task in L.TASKS:  # every row's label is the one its frame carries
+        assert frames[task][table["frame"]].tolist() == table[task].tolist(), task
+
+
+# The PHONES fixture (zhong1 shi3) as MFA's mandarin_mfa writes it: the final ong is u + ŋ.
+IPA_PHONES = [A.Interval(0.00, 0.05, ""), A.Interval(0.05, 0.10, "ʈʂ"), A.Interval(0.10, 0.17, "u˥˥"),
+              A.Interval(0.17, 0.20, "ŋ"), A.Interval(0.20, 0.23, ""), A.Interval(0.23, 0.25, "ʂ"),
+              A.Interval(0.25, 0.30, "ʐ̩˨˩˦")]
+
+
+def test_mfa_ipa_textgrid_reads_as_pinyin(tmp_path, textgrid):
+    path = tmp_path / "IPA.TextGrid"
+    A.write_textgrid(path, {"words": WORDS, "phones": IPA_PHONES}, 0.3)
+    from_ipa = _segments(A.read_textgrid(path))
+    from_pinyin = _segments(A.read_textgrid(textgrid))
+    assert from_ipa == from_pinyin  # same spans (ong = u + ŋ), same labels
+    frames = A.frame_labels(from_ipa, "F", NUM_FRAMES, CFG)
+    assert frames["tone"].tolist() == [_, _, _, _, _, 0, 0, 0, 0, 0, _, _, 2, 2]
+
+
+def test_mfa_ipa_ctm_with_digit_tones(tmp_path):
+    # 检验 jian3 yan4 and 二 er4, tones as digits: tɕ j e3 n | j e4 n | ʔ o4 ɻ.
+    ctm = tmp_path / "ipa.ctm"
+    ctm.write_text("U 1 0.00 0.05 tɕ\nU 1 0.05 0.02 j\nU 1 0.07 0.06 e3\nU 1 0.13 0.04 n\n"
+                   "U 1 0.17 0.03 j\nU 1 0.20 0.05 e4\nU 1 0.25 0.02 n\n"
+                   "U 1 0.27 0.01 ʔ\nU 1 0.28 0.01 o4\nU 1 0.29 0.01 ɻ\n", encoding="utf-8")
+    segments = _segments(A.read_ctm(ctm)["U"])
+    assert [(s.phone.name, s.phone.tone) for s in segments] == [
+        ("j", None), ("ian", "3"), ("ian", "4"), ("er", "4")]
+    assert [(s.start, s.end) for s in segments] == [(0.0, 0.05), (0.05, 0.17), (0.17, 0.27), (0.27, 0.30)]
+
+
+@pytest.mark.parametrize("phones,expected", [
+    ("m w o˥˩ ʈʂ u˧˥ k u˥˥ ŋ kʰ a˨˩˦", "m o4 zh u2 g ong1 k a3"),   # 墨竹工卡: mo is w o after m
+    ("ʂ ʐ̩˨˩˦ x w ei˥˩ m i˨˩˦ n", "sh iii3 h uei4 m in3"),            # x is IPA [x], pinyin h
+    ("x u˧˥ ŋ m au˧˥ l j ou˧˥ l j e˧˥ n", "h ong2 m ao2 l iou2 l ian2"),
+    ("s a˥˩ m w o˧˥ w a˨˩˦ ʔ o˨˩˦ ɻ", "s a4 m o2 ua3 er3"),
+    ("i˨˩˦ m a˨˩˦ n ei˥˩ l i˥˩", "i3 m a3 n ei4 l i4"),              # n before a vowel: an initial
+    ("ʐ ə˧˥ n p u˥˩ kʰ o˨˩˦ m au˥˩", "r en2 b u4 k e3 m ao4"),        # ke is written k o
+    ("ʂ w ei˨˩˦ w ə˧˥ n ɕ ɥ e˧˥", "sh uei3 uen2 x üe2"),
+    ("j a˧˥ ŋ tɕʰ ɥ e˧˥ n ʂ ʐ̩˥˩", "iang2 q üan2 sh iii4"),
+    ("ɕ j aw˨˩˦ m aw˧˥ l y˧˥ f ej˥˩", "x iao3 m ao2 l ü2 f ei4"),     # the aj aw ej ow spellings
+    ("m o˧˥ ŋ ts z̩ t ə", "m eng2 z ii5 d e5"),                        # no tone letters: neutral
+])
+def test_mfa_ipa_syllables(phones, expected):
+    from w2v_jax.data import phonesets
+    got = phonesets.syllabify(phones.split())
+    assert " ".join(p.name + (p.tone or "") for _, _, p in got) == expected
+
+
+def test_mfa_ipa_unknown_phone_is_named():
+    bad = IPA_PHONES[:3] + [A.Interval(0.17, 0.20, "ŋ̍")]
+    with pytest.raises(DataError, match=r"U\.TextGrid.*unknown phone 'ŋ̍'"):
+        _segments(bad, source="U.TextGrid")

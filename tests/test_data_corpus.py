@@ -9,7 +9,7 @@ import soundfile as sf
 from tests.data_fixtures import cfg, synthetic_corpus  # noqa: F401  (session fixtures)
 
 from w2v_jax.data import aishell, audio, synthetic
-from w2v_jax.data.alignments import read_textgrid
+from w2v_jax.data.alignments import Interval, read_textgrid, write_textgrid
 from w2v_jax.data.errors import DataError
 
 
@@ -139,3 +139,26 @@ def test_missing_speaker_message(damaged_corpus, cfg):
 def test_missing_corpus_parts(tmp_path):
     with pytest.raises(DataError, match="data_aishell/wav: not found"):
         aishell.Corpus(tmp_path)
+
+
+def test_phone_without_a_frame_of_its_own_is_left_out_and_counted(tmp_path, synthetic_corpus, cfg):
+    """A 4 ms phone inserted into a final: its central frame is the final's, so the segment
+    table leaves it out, the reader counts it, and every other row is unchanged."""
+    root = tmp_path / "corpus"
+    shutil.copytree(synthetic_corpus, root)
+    corpus = aishell.Corpus(root)
+    utt = corpus.utterances("dev")[0]
+    before = aishell.load_example(corpus, utt, cfg)["segments"]
+    path = root / "alignments" / utt.speaker / (utt.utt_id + ".TextGrid")
+    phones = read_textgrid(path)
+    k = next(i for i, iv in enumerate(phones) if iv.label[-1:].isdigit() and iv.end - iv.start > 0.1)
+    final = phones[k]
+    cut = round(final.end - 0.004, 6)  # a 4 ms initial at the final's end
+    phones[k:k + 1] = [Interval(final.start, cut, final.label), Interval(cut, final.end, "d")]
+    write_textgrid(path, {"phones": phones}, phones[-1].end)
+    corpus, summary = aishell.Corpus(root), aishell.Summary()
+    after = aishell.load_example(corpus, utt, cfg, summary=summary)["segments"]
+    assert summary.short_segments == 1
+    assert after["frame"].tolist() == before["frame"].tolist()
+    assert after["initial"].tolist() == before["initial"].tolist()
+    assert "segments without a frame of their own (left out): 1" in summary.report()

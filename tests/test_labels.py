@@ -54,6 +54,10 @@ SYLLABLES = [
     ("lve4", "l", "üe", "4"),
     ("jiong3", "j", "iong", "3"),
     ("de0", "d", "e", "5"),            # 0 is the neutral tone
+    ("men", "m", "en", "5"),           # no tone written: neutral
+    ("yo", "", "io", "5"),             # yo is the zero-initial io (哟), neutral or toned
+    ("yo1", "", "io", "1"),
+    ("lo5", "l", "o", "5"),
     ("mā", "m", "a", "1"),             # tone marks
     ("nǚ", "n", "ü", "3"),
     ("hǎo", "h", "ao", "3"),
@@ -66,7 +70,7 @@ def test_parse_syllable(spelling, initial, final, tone):
     assert L.parse_syllable(spelling) == L.Syllable(initial, final, tone)
 
 
-@pytest.mark.parametrize("bad", ["ma", "ma6", "xyz1", "b1", "hm1", ""])
+@pytest.mark.parametrize("bad", ["ma6", "xyz1", "b1", "hm1", "hm", ""])
 def test_parse_syllable_rejects(bad):
     with pytest.raises(DataError):
         L.parse_syllable(bad)

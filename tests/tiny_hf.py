@@ -7,6 +7,10 @@ VARIANTS = {
     "layer": dict(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True),
 }
 
+# Quantizer and projections of a tiny Wav2Vec2ForPreTraining (transformers' field names).
+TINY_PRETRAINING = dict(num_codevector_groups=2, num_codevectors_per_group=8, codevector_dim=16,
+                        proj_codevector_dim=12)
+
 
 def tiny_hf_config(variant: str, **overrides):
     import transformers

@@ -11,7 +11,9 @@ Extraction: Batches(..., train=False) gives one pass with `example_mask`, centra
 frames in `segments/frame` and their labels in `segments/<task>`; segment_rows(batch)
 flattens them to segment-table rows.
 Preparing: tfds_aishell1.prepare(corpus_dir, data_dir, alignments_dir=...) or
-`python -m launch.prepare_data`. Synthetic corpus: synthetic.make_corpus(out_dir).
+`python -m launch.prepare_data`. Synthetic corpus: synthetic.make_corpus(out_dir) (a formant
+toy, for unit tests); eSpeak NG corpus: espeak.make_corpus(out_dir, speakers=, utterances=,
+seed=) or `python -m launch.make_corpus` (many voices, exact alignments).
 
 tfds_aishell1 (and so TFDS) is imported lazily: `open_prepared` and `prepare` are
 reached through this module's __getattr__.

@@ -156,13 +156,15 @@ def _reason(reason: str):
         raise
 
 
-def load_example(corpus: Corpus, utt: Utterance, cfg, *, resample: bool = True) -> dict[str, Any]:
+def load_example(corpus: Corpus, utt: Utterance, cfg, *, resample: bool = True,
+                 summary: "Summary | None" = None) -> dict[str, Any]:
     """One labelled utterance: int16 audio, frame labels per task, its segment table.
 
     Keys: id, speaker, sex, transcript, audio (S,) int16; frames: {task: (T,) int32}
     with T = cfg.num_frames(S); segments: {start, end: (K,) float32 seconds,
     frame: (K,) int32 central frames, task: (K,) int32}.
-    A DataError raised here has a `reason` attribute (one of the four above).
+    A DataError raised here has a `reason` attribute (one of the four above). Segments
+    without a central frame of their own are left out and counted in `summary`.
     """
     with _reason(SPEAKER_MISSING):
         sex = corpus.sex(utt)
@@ -179,10 +181,14 @@ def load_example(corpus: Corpus, utt: Utterance, cfg, *, resample: bool = True) 
                                     frame_seconds=cfg.frame_stride / sample_rate, source=source)
         if not segments:
             raise DataError(f"{source}: no speech segments")
+        columns = A.segment_columns(segments, sex, num_frames, cfg, sample_rate)
+        if not len(columns["frame"]):
+            raise DataError(f"{source}: no segment owns a frame")
+    if summary is not None:
+        summary.short_segments += len(segments) - len(columns["frame"])
     return {"id": utt.utt_id, "speaker": utt.speaker, "sex": sex, "transcript": utt.transcript,
-            "audio": audio,
-            "frames": A.frame_labels(segments, sex, num_frames, cfg, sample_rate),
-            "segments": A.segment_columns(segments, sex, num_frames, cfg, sample_rate)}
+            "audio": audio, "frames": A.frame_labels(segments, sex, num_frames, cfg, sample_rate),
+            "segments": columns}
 
 
 @dataclasses.dataclass
@@ -191,6 +197,7 @@ class Summary:
     kept: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     examples: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    short_segments: int = 0  # segments left out: their central frame is a neighbour's
 
     def skip(self, reason: str, error: Exception) -> None:
         self.skipped[reason] += 1
@@ -200,6 +207,7 @@ class Summary:
 
     def report(self) -> str:
         lines = ["kept: " + (", ".join(f"{s} {n}" for s, n in sorted(self.kept.items())) or "none"),
+                 f"segments without a frame of their own (left out): {self.short_segments}",
                  f"skipped: {sum(self.skipped.values())}"]
         for reason, n in sorted(self.skipped.items()):
             lines.append(f"  {reason}: {n}")
@@ -214,7 +222,7 @@ def iter_examples(corpus: Corpus, split: str, cfg, *, strict: bool = False,
     summary = summary if summary is not None else Summary()
     for utt in tqdm(corpus.utterances(split), desc=split, disable=not progress, unit="utt"):
         try:
-            example = load_example(corpus, utt, cfg, resample=resample)
+            example = load_example(corpus, utt, cfg, resample=resample, summary=summary)
         except DataError as e:
             if strict:
                 raise

@@ -1,11 +1,13 @@
-"""Alignment readers (MFA TextGrid, Kaldi CTM) and frame-level labelling.
+"""Alignment readers (MFA TextGrid, Kaldi CTM; pinyin or MFA IPA phones) and frame labels.
 
 A frame takes the label of the segment whose half-open span [start, end) contains
 the frame's centre; frames in no segment take IGNORE (-1). Silence labels ("",
 sil, sp, spn) are no segment. Sex labels every frame inside a speech segment.
 The central frame of a segment is the frame whose centre is nearest the segment
-midpoint (ties go to the earlier frame); a segment shorter than a frame may own no
-frame label but still has a central frame.
+midpoint (ties go to the earlier frame). A segment whose central frame's centre falls
+outside it (shorter than a frame's stride, or cut by the audio's edge) has no frame of
+its own: that frame belongs to a neighbour (or to silence), so the segment gets no row
+in the segment table; `segment_columns` leaves it out and the reader counts it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from absl import logging
 
 from w2v_jax.data import labels as L
+from w2v_jax.data import phonesets
 from w2v_jax.data.errors import DataError
 
 PHONES_TIER = "phones"
@@ -119,15 +122,15 @@ def phone_segments(intervals: Iterable[Interval], *, duration: float, frame_seco
     """Speech segments of a phones tier, checked against the audio's duration.
 
     Overlapping intervals are an error. An interval ending past the audio by at most
-    one frame is clipped with a warning (aligners round); further is an error.
+    one frame is clipped with a warning (aligners round); further is an error. Labels
+    are pinyin phones, or MFA's IPA phones (regrouped by `phonesets`, one table).
     """
     intervals = sorted(intervals, key=lambda iv: (iv.start, iv.end))
     for a, b in zip(intervals, intervals[1:]):
         if b.start < a.end - 1e-9:
             raise DataError(f"{source}: overlapping intervals {a.label!r} [{a.start}, {a.end}] "
                             f"and {b.label!r} [{b.start}, {b.end}]")
-    segments: list[PhoneSegment] = []
-    previous_initial, previous_end = "", -math.inf
+    kept: list[Interval] = []
     for iv in intervals:
         if iv.end <= iv.start:
             raise DataError(f"{source}: empty or reversed interval {iv.label!r} [{iv.start}, {iv.end}]")
@@ -140,6 +143,12 @@ def phone_segments(intervals: Iterable[Interval], *, duration: float, frame_seco
             iv = dataclasses.replace(iv, end=duration)
             if iv.end <= iv.start:
                 continue
+        kept.append(iv)
+    if phonesets.is_ipa([iv.label for iv in kept]):
+        return _ipa_segments(kept, source)
+    segments: list[PhoneSegment] = []
+    previous_initial, previous_end = "", -math.inf
+    for iv in kept:
         if L.is_silence(iv.label):
             previous_initial = ""
             continue
@@ -151,6 +160,31 @@ def phone_segments(intervals: Iterable[Interval], *, duration: float, frame_seco
         segments.append(PhoneSegment(iv.start, iv.end, phone))
         previous_initial = phone.name if phone.kind == "initial" else ""
         previous_end = iv.end
+    return segments
+
+
+def _ipa_segments(intervals: Sequence[Interval], source: str) -> list[PhoneSegment]:
+    """MFA IPA phones regrouped into pinyin initials and finals (w2v_jax.data.phonesets);
+    a syllable never spans silence or a gap between intervals."""
+    segments: list[PhoneSegment] = []
+    run: list[Interval] = []
+
+    def flush():
+        labels = [iv.label for iv in run]
+        where = f"{source}: interval [{run[0].start}, {run[-1].end}]" if run else source
+        for first, last, phone in phonesets.syllabify(labels, where):
+            segments.append(PhoneSegment(run[first].start, run[last].end, phone))
+        run.clear()
+
+    for iv in intervals:
+        if L.is_silence(iv.label) or (run and abs(iv.start - run[-1].end) > 1e-6):
+            if run:
+                flush()
+            if L.is_silence(iv.label):
+                continue
+        run.append(iv)
+    if run:
+        flush()
     return segments
 
 
@@ -179,14 +213,29 @@ def central_frames(starts: np.ndarray, ends: np.ndarray, num_frames: int, cfg,
     return np.clip(frame, 0, max(num_frames - 1, 0)).astype(np.int32)
 
 
+def owns_central_frame(segments: Sequence[PhoneSegment], frames: np.ndarray, num_frames: int,
+                       cfg, sample_rate: int = 16000) -> np.ndarray:
+    """(K,) bool: the central frame's centre lies in the segment's [start, end), the same
+    test `frame_labels` uses, so the frame carries this segment's labels."""
+    centers = frame_centers(num_frames, cfg, sample_rate)[frames] if len(frames) else np.zeros(0)
+    starts = np.array([s.start for s in segments], np.float64)
+    ends = np.array([s.end for s in segments], np.float64)
+    return (starts <= centers) & (centers < ends)
+
+
 def segment_columns(segments: Sequence[PhoneSegment], sex: str, num_frames: int, cfg,
                     sample_rate: int = 16000) -> dict[str, np.ndarray]:
-    """Segment table of one utterance: start, end (s), central frame, label per task."""
+    """Segment table of one utterance: start, end (s), central frame, label per task.
+
+    Only segments that contain their central frame's centre (`owns_central_frame`).
+    """
+    frames = central_frames([s.start for s in segments], [s.end for s in segments],
+                            num_frames, cfg, sample_rate)
+    owned = owns_central_frame(segments, frames, num_frames, cfg, sample_rate)
+    segments = [s for s, keep in zip(segments, owned) if keep]
     starts = np.array([s.start for s in segments], np.float32)
     ends = np.array([s.end for s in segments], np.float32)
-    columns = {"start": starts, "end": ends,
-               "frame": central_frames([s.start for s in segments], [s.end for s in segments],
-                                       num_frames, cfg, sample_rate)}
+    columns = {"start": starts, "end": ends, "frame": frames[owned].astype(np.int32)}
     per_segment = [s.task_labels(sex) for s in segments]
     for task in L.TASKS:
         columns[task] = np.array([row[task] for row in per_segment], np.int32)

@@ -13,7 +13,10 @@ Spelling choices (documented once, here):
   An alignment may write either the explicit names or plain `i`; plain `i` after
   one of those initials is mapped to the apical final.
 - `er` and `ê` are finals; syllabic nasals (m, n, ng interjections) are not.
-- Tone 5 is the neutral tone; a tone digit 0 is read as 5.
+- Tone 5 is the neutral tone; a tone digit 0 is read as 5, and a pinyin syllable with
+  neither a digit nor a tone mark is neutral (as pinyin writes it: `men`, `de`).
+  In a phones tier a final still needs its digit (aligners always write one).
+- `yo` is the zero-initial spelling of `io` (哟), like `you` of `iou`.
 """
 
 from __future__ import annotations
@@ -156,14 +159,14 @@ def _zero_initial_final(body: str) -> str:
 
 
 def parse_syllable(spelling: str) -> Syllable:
-    """Split a pinyin syllable (tone digit or tone mark) into initial, final and tone.
+    """Split a pinyin syllable (tone digit, tone mark, or neither: neutral) into initial,
+    final and tone.
 
     >>> parse_syllable("zhuang4")
     Syllable(initial='zh', final='uang', tone='4')
     """
     body, tone = _split_tone(spelling.strip().lower())
-    if tone is None:
-        raise DataError(f"pinyin syllable {spelling!r} has no tone")
+    tone = tone or "5"
     body = _normalise_umlaut(body)
     if not re.fullmatch(r"[a-zêü]+", body or "?"):
         raise DataError(f"not a pinyin syllable: {spelling!r}")

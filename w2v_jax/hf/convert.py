@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +15,7 @@ from flax import nnx
 
 from w2v_jax.hf import mapping
 from w2v_jax.models import Wav2Vec2Config, Wav2Vec2Model
+from w2v_jax.models.pretraining import PretrainingConfig, Wav2Vec2ForPreTraining
 
 _PREFIX = "wav2vec2."
 _WEIGHT_FILES = ("model.safetensors.index.json", "model.safetensors",
@@ -61,7 +63,9 @@ def _backbone_state(state: dict[str, np.ndarray], source: str) -> dict[str, np.n
     if any(k.startswith(_PREFIX) for k in state):
         heads = sorted(k for k in state if not k.startswith(_PREFIX))
         if heads:
-            logging.info("%s: ignoring %d task-head tensors: %s", source, len(heads), ", ".join(heads))
+            # warnings, not absl logging: absl's INFO is invisible from plain Python.
+            warnings.warn(f"{source}: loading the backbone only; skipped {len(heads)} task-head "
+                          f"tensors: {', '.join(heads)}", stacklevel=3)
         state = {k[len(_PREFIX):]: v for k, v in state.items() if k.startswith(_PREFIX)}
     return {mapping.NEW_WEIGHT_NORM_KEYS.get(k, k): v for k, v in state.items()}
 
@@ -114,20 +118,56 @@ def from_state_dict(config: Wav2Vec2Config, state: dict[str, np.ndarray], *, sou
         else:
             stacked.setdefault(flax, []).append(value)
     values.update({flax: np.stack(layers) for flax, layers in stacked.items()})
-    for flax, value in values.items():
-        if tuple(value.shape) != tuple(shapes[flax]):
-            raise CheckpointError(f"{source}: {flax} has shape {tuple(value.shape)} (our layout); "
-                                  f"the config expects {tuple(shapes[flax])}")
+    return _filled(graphdef, params, rest, values, source, seed)
+
+
+def _filled(graphdef, params, rest, values: dict[str, np.ndarray], source: str, seed: int):
+    """The abstract model (graphdef, params, rest) with `values` for every parameter path."""
+    for path, var in nnx.to_flat_state(params):
+        flax = "/".join(map(str, path))
+        if tuple(values[flax].shape) != tuple(var.shape):
+            raise CheckpointError(f"{source}: {flax} has shape {tuple(values[flax].shape)} (our "
+                                  f"layout); the config expects {tuple(var.shape)}")
     params = nnx.from_flat_state([
         (path, var.replace(jnp.asarray(values["/".join(map(str, path))])))
         for path, var in nnx.to_flat_state(params)])
     model = nnx.merge(graphdef, params, rest)
-    model.rngs = nnx.Rngs(seed)
+    backbone = model.wav2vec2 if isinstance(model, Wav2Vec2ForPreTraining) else model
+    backbone.rngs = nnx.Rngs(seed)
     return model
 
 
-def to_state_dict(model: Wav2Vec2Model) -> dict[str, np.ndarray]:
-    """transformers' Wav2Vec2Model state dict (new-style weight-norm keys)."""
+def pretraining_from_state_dict(config: Wav2Vec2Config, pretraining: PretrainingConfig,
+                                state: dict[str, np.ndarray], *, source: str = "<state>",
+                                seed: int = 0) -> Wav2Vec2ForPreTraining:
+    """transformers' Wav2Vec2ForPreTraining state dict -> our model; every key must match."""
+    heads = {k: v for k, v in state.items() if not k.startswith(_PREFIX)}
+    expected = {hf for hf, _, _ in mapping.PRETRAINING_HEADS}
+    missing, unexpected = sorted(expected - set(heads)), sorted(set(heads) - expected)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source}: not a Wav2Vec2ForPreTraining checkpoint (missing: {missing or 'none'}; "
+            f"unexpected: {unexpected or 'none'}); load it with pretraining=False for the backbone")
+    backbone = from_state_dict(config, {k[len(_PREFIX):]: v for k, v in state.items()
+                                        if k.startswith(_PREFIX)}, source=source, seed=seed)
+    values = {f"wav2vec2/{path}": np.asarray(value) for path, value in _flat_params(backbone).items()}
+    values.update({flax: mapping.to_flax(heads[hf], transform)
+                   for hf, flax, transform in mapping.PRETRAINING_HEADS})
+    abstract = nnx.eval_shape(lambda: Wav2Vec2ForPreTraining(config, pretraining, rngs=nnx.Rngs(seed)))
+    graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
+    return _filled(graphdef, params, rest, values, source, seed)
+
+
+def to_state_dict(model: Wav2Vec2Model | Wav2Vec2ForPreTraining) -> dict[str, np.ndarray]:
+    """transformers' Wav2Vec2Model (or Wav2Vec2ForPreTraining) state dict, new-style
+    weight-norm keys."""
+    if isinstance(model, Wav2Vec2ForPreTraining):
+        state = {_PREFIX + k: v for k, v in to_state_dict(model.wav2vec2).items()}
+        params = _flat_params(model)
+        for hf, flax, transform in mapping.PRETRAINING_HEADS:
+            value = np.asarray(jax.device_get(params[flax]), np.float32)
+            state[hf] = np.ascontiguousarray(mapping.to_torch(value, transform))
+        return state
     params = _flat_params(model)
     renamed = {old: new for new, old in mapping.NEW_WEIGHT_NORM_KEYS.items()}
     state = {}
@@ -142,19 +182,28 @@ def to_state_dict(model: Wav2Vec2Model) -> dict[str, np.ndarray]:
 
 
 # ----------------------------------------------------------------- public
-def load_pretrained(path: str, *, seed: int = 0, **config_overrides) -> Wav2Vec2Model:
-    """A HF checkpoint directory (config.json + weights) -> Wav2Vec2Model.
+def load_pretrained(path: str, *, pretraining: bool = False, seed: int = 0,
+                    **config_overrides) -> Wav2Vec2Model | Wav2Vec2ForPreTraining:
+    """A HF checkpoint directory (config.json + weights) -> Wav2Vec2Model, or with
+    `pretraining=True` a Wav2Vec2ForPreTraining keeping the checkpoint's quantizer and
+    projections (the checkpoint must be a transformers Wav2Vec2ForPreTraining).
 
     `config_overrides` set compute switches (dtype, scan_layers, remat) or dropout rates.
+    A backbone load of a task model skips its heads and says so with `warnings.warn`.
     """
     config = Wav2Vec2Config.from_hf(path, **config_overrides)
-    model = from_state_dict(config, read_state_dict(path), source=path, seed=seed)
+    if pretraining:
+        model = pretraining_from_state_dict(config, PretrainingConfig.from_hf(path),
+                                            read_state_dict(path), source=path, seed=seed)
+    else:
+        model = from_state_dict(config, read_state_dict(path), source=path, seed=seed)
     logging.info("loaded %s (%d layers, hidden %d)", path, config.num_hidden_layers, config.hidden_size)
     return model
 
 
-def save_pretrained(model: Wav2Vec2Model, path: str) -> None:
-    """A directory that transformers' Wav2Vec2Model.from_pretrained loads; written atomically."""
+def save_pretrained(model: Wav2Vec2Model | Wav2Vec2ForPreTraining, path: str) -> None:
+    """A directory that transformers' Wav2Vec2Model.from_pretrained (for a
+    Wav2Vec2ForPreTraining: Wav2Vec2ForPreTraining.from_pretrained) loads; written atomically."""
     from safetensors.numpy import save_file
 
     parent = os.path.dirname(os.path.abspath(path))
@@ -163,8 +212,15 @@ def save_pretrained(model: Wav2Vec2Model, path: str) -> None:
         raise FileExistsError(f"{path} exists and is not empty")
     staging = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
     with open(os.path.join(staging, "config.json"), "w") as f:
-        json.dump(model.config.to_hf(), f, indent=2)
+        json.dump(_hf_config(model), f, indent=2)
     save_file(to_state_dict(model), os.path.join(staging, "model.safetensors"), metadata={"format": "pt"})
     if os.path.exists(path):
         os.rmdir(path)
     os.replace(staging, path)
+
+
+def _hf_config(model: Wav2Vec2Model | Wav2Vec2ForPreTraining) -> dict:
+    config = model.config.to_hf()
+    if isinstance(model, Wav2Vec2ForPreTraining):
+        config.update(model.pretraining.to_hf(), architectures=["Wav2Vec2ForPreTraining"])
+    return config

@@ -58,6 +58,18 @@ ENCODER_LAYER = tuple(
     for norm in ("layer_norm", "final_layer_norm") for hf, flax in (("weight", "scale"), ("bias", "bias"))
 )
 
+# Wav2Vec2ForPreTraining's own parameters (beside its `wav2vec2.` backbone); Flax paths are
+# relative to our Wav2Vec2ForPreTraining.
+PRETRAINING_HEADS = (
+    ("quantizer.codevectors", "quantizer/codevectors", "copy"),
+    ("quantizer.weight_proj.weight", "quantizer/weight_proj/kernel", "linear"),
+    ("quantizer.weight_proj.bias", "quantizer/weight_proj/bias", "copy"),
+    ("project_hid.weight", "project_hid/kernel", "linear"),
+    ("project_hid.bias", "project_hid/bias", "copy"),
+    ("project_q.weight", "project_q/kernel", "linear"),
+    ("project_q.bias", "project_q/bias", "copy"),
+)
+
 # transformers >= 4.x saves torch.nn.utils.parametrizations.weight_norm under these names.
 NEW_WEIGHT_NORM_KEYS = {
     "encoder.pos_conv_embed.conv.parametrizations.weight.original0": "encoder.pos_conv_embed.conv.weight_g",

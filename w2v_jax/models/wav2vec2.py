@@ -22,6 +22,7 @@ class Wav2Vec2Output:
     hidden_states: tuple[jax.Array, ...]  # num_hidden_layers + 1 arrays (B, T, D)
     extract_features: jax.Array  # (B, T, C): the layer-normed CNN output, as HF returns it
     frame_mask: jax.Array  # (B, T) bool: True for frames of real audio
+    conv_features: jax.Array | None = None  # (B, T, C): the CNN output before its LayerNorm
 
 
 class Wav2Vec2Model(nnx.Module):
@@ -53,25 +54,46 @@ class Wav2Vec2Model(nnx.Module):
         return jnp.arange(num_frames)[None, :] < frames[:, None]
 
     def __call__(self, input_values: jax.Array, attention_mask: jax.Array | None = None, *,
-                 deterministic: bool = True, output_hidden_states: bool = True) -> Wav2Vec2Output:
+                 deterministic: bool = True, output_hidden_states: bool = True,
+                 mask_time_indices: jax.Array | None = None,
+                 feature_grad_mult: float | jax.Array = 1.0) -> Wav2Vec2Output:
+        """`mask_time_indices` (B, T) bool: frames replaced by `masked_spec_embed` (given by the
+        pre-training objective; SpecAugment then masks channels only). `feature_grad_mult`
+        scales the gradient that reaches the feature encoder (fairseq's feature_grad_mult)."""
         _check_inputs(self.config, input_values, attention_mask)
         key = None if deterministic else self.rngs.dropout()
         k_proj, k_mask, k_encoder = split_key(key, 3)
         dtype = jnp.dtype(self.config.dtype)
 
         features = self.feature_extractor(input_values.astype(dtype), attention_mask)
+        if isinstance(feature_grad_mult, jax.Array) or feature_grad_mult != 1.0:
+            features = scale_gradient(features, feature_grad_mult)
         if attention_mask is None:
             frame_mask = jnp.ones(features.shape[:2], bool)
         else:
             frame_mask = self.frame_mask(attention_mask, features.shape[1])
         hidden, extract_features = self.feature_projection(features, k_proj, deterministic)
-        if not deterministic and self.config.apply_spec_augment:
-            hidden = apply_spec_augment(k_mask, hidden, frame_mask, self.masked_spec_embed[...],
-                                        self.config)
+        config = self.config
+        if mask_time_indices is not None:
+            if mask_time_indices.shape != frame_mask.shape:
+                raise ValueError(f"mask_time_indices shape {tuple(mask_time_indices.shape)} must be "
+                                 f"(batch, frames) = {tuple(frame_mask.shape)}")
+            hidden = jnp.where(mask_time_indices[:, :, None],
+                               self.masked_spec_embed[...].astype(hidden.dtype), hidden)
+            config = config.replace(mask_time_prob=0.0)
+        if not deterministic and config.apply_spec_augment:
+            hidden = apply_spec_augment(k_mask, hidden, frame_mask, self.masked_spec_embed[...], config)
         last, hidden_states = self.encoder(hidden, frame_mask, k_encoder, deterministic,
                                            output_hidden_states)
         return Wav2Vec2Output(last_hidden_state=last, hidden_states=hidden_states,
-                              extract_features=extract_features, frame_mask=frame_mask)
+                              extract_features=extract_features, frame_mask=frame_mask,
+                              conv_features=features)
+
+
+def scale_gradient(x: jax.Array, scale: float) -> jax.Array:
+    """x in the forward pass (exactly: x - x is 0), `scale` times its gradient backwards."""
+    frozen = jax.lax.stop_gradient(x)
+    return frozen + scale * (x - frozen)
 
 
 def _check_inputs(config: Wav2Vec2Config, input_values, attention_mask) -> None:
