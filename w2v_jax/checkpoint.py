@@ -87,12 +87,19 @@ def load_model(directory: str, *, seed: int = 0, **config_overrides) -> Wav2Vec2
     config = load_config(directory, **config_overrides)
     abstract = nnx.eval_shape(lambda: Wav2Vec2Model(config, rngs=nnx.Rngs(seed)))
     graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
-    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
     with ocp.StandardCheckpointer() as checkpointer:
-        params = checkpointer.restore(os.path.join(os.path.abspath(directory), PARAMS_DIR), target)
+        params = checkpointer.restore(os.path.join(os.path.abspath(directory), PARAMS_DIR),
+                                      _target(params))
     model = nnx.merge(graphdef, params, rest)
     model.rngs = nnx.Rngs(seed)
     return model
+
+
+def _target(abstract_params: nnx.State) -> nnx.State:
+    """Restore onto the default device, whatever mesh the parameters were saved from."""
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                        abstract_params)
 
 
 def is_pretraining_model(directory: str) -> bool:
@@ -111,11 +118,10 @@ def load_pretraining_model(directory: str, *, seed: int = 0,
     backbone = load_model(directory, seed=seed, **config_overrides)
     abstract = nnx.eval_shape(lambda: Wav2Vec2ForPreTraining(backbone.config, pretraining,
                                                              rngs=nnx.Rngs(seed)))
-    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                          _pretraining_params(abstract))
     with ocp.StandardCheckpointer() as checkpointer:
         heads = checkpointer.restore(
-            os.path.join(os.path.abspath(directory), PRETRAINING_PARAMS_DIR), target)
+            os.path.join(os.path.abspath(directory), PRETRAINING_PARAMS_DIR),
+            _target(_pretraining_params(abstract)))
     nnx.update(abstract, heads)
     abstract.wav2vec2 = backbone
     return abstract

@@ -82,11 +82,10 @@ def find_audio(directory: str) -> list[str]:
     if not os.path.isdir(directory):
         raise DataError(f"{directory}: no such directory")
     found = []
-    for root, dirs, files in os.walk(directory):
-        dirs.sort()
-        found += [os.path.join(root, f) for f in sorted(files)
+    for root, _, files in os.walk(directory):
+        found += [os.path.join(root, f) for f in files
                   if os.path.splitext(f)[1].lower() in AUDIO_EXTENSIONS]
-    return found
+    return sorted(found)
 
 
 def audio_files(directory: str, split: str, *, eval_fraction: float = 0.02,

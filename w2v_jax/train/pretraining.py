@@ -10,7 +10,9 @@ masked frames of the whole accumulated batch. Span masks and distractors are dra
 from np.random.default_rng((seed, epoch, batch, process)), the position of the batch in the data
 plan, so a resumed run draws the same ones; dev masks from (seed, batch, process), the same at
 every evaluation so dev numbers compare across evaluations. The Gumbel temperature follows the
-update step. SpecAugment is off (the span masks are the pre-training masks).
+update step. The span masks replace SpecAugment's time masks (the model skips those when given
+masks); config.model.mask_feature_prob (0 in fairseq's recipes) would add channel masks. The
+exported config keeps apply_spec_augment=True, as transformers needs to apply given masks.
 
 Train metrics: loss, contrastive_loss (mean cross-entropy per masked frame), diversity_loss
 ((GV - PPL) / GV), feature_penalty, accuracy, prob_perplexity/g<i> and code_perplexity/g<i>
@@ -47,7 +49,7 @@ ALL = "all"  # the one optimizer group
 MODEL_DIR = "model"  # the exported pre-training model, in the workdir
 DATA_FILE = "pretraining_data.json"  # what the run read: files and hours per split
 MODEL_CONFIG_FILE = "model_config.json"
-BATCH_KEYS = ("input_values", "attention_mask", "mask_time_indices", "sampled_negative_indices")
+BATCH_KEYS = ("input_values", "attention_mask", "mask_time_indices", "negative_frames")
 _LOOP_KEYS = ("optimizer", "mesh", "log_every", "eval_every", "max_eval_batches",
               "checkpoint_every", "keep_checkpoints", "async_checkpoints", "max_nonfinite",
               "allow_config_change", "seed", "total_steps")
@@ -87,7 +89,7 @@ def _fail(key: str, value: Any, why: str):
 
 
 def model_config(c: ml_collections.ConfigDict) -> Wav2Vec2Config:
-    """The backbone: config.model's preset and fields, SpecAugment off (the span masks mask)."""
+    """The backbone: config.model's preset and its fields."""
     fields = {k: v for k, v in c.model.items() if k != "preset"}
     if c.model.preset not in PRESETS:
         _fail("model.preset", c.model.preset, f"choose from {sorted(PRESETS)}")
@@ -97,7 +99,7 @@ def model_config(c: ml_collections.ConfigDict) -> Wav2Vec2Config:
             raise ConfigError(f"config.model.{key}: unknown key; model keys are 'preset' and "
                               "Wav2Vec2Config fields")
     preset = dataclasses.asdict(Wav2Vec2Config.preset(c.model.preset))
-    return _named("model", Wav2Vec2Config, {**preset, **fields, "apply_spec_augment": False})
+    return _named("model", Wav2Vec2Config, {**preset, **fields})
 
 
 def _named(section: str, cls, values: dict):
@@ -114,6 +116,9 @@ def check_pretrain_config(c: ml_collections.ConfigDict) -> None:
     cfg = model_config(c)
     _named("pretraining", PretrainingConfig, c.pretraining.to_dict())
     objective = _named("objective", pretrain.Objective, c.objective.to_dict())
+    if not cfg.apply_spec_augment:  # our model masks anyway; transformers would not
+        _fail("model.apply_spec_augment", False, "must be True: transformers applies the span "
+              "masks only then (time masking is the span masks; mask_feature_prob adds channels)")
     if not c.data.dir:
         _fail("data.dir", c.data.dir, "must name a folder of wav/flac files or a corpus")
     for key in ("data.batch_size", "data.eval_batch_size", "data.num_buckets", "total_steps",
@@ -156,10 +161,7 @@ def resolve_pretrain_config(config: ml_collections.ConfigDict) -> ml_collections
 
 
 class MaskedBatches:
-    """Audio batches with the span masks and distractors of the batch's position in the plan.
-
-    Distractors are kept as frame indices within the row, (B, T, K); `flat_negatives` turns
-    them into the loss's flat indices into the global batch."""
+    """Audio batches with the span masks and distractors of the batch's position in the plan."""
 
     def __init__(self, audio: AudioBatches, cfg: Wav2Vec2Config, objective: pretrain.Objective,
                  seed: int, process_index: int):
@@ -184,7 +186,9 @@ class MaskedBatches:
 
 def with_masks(batch: Mapping[str, np.ndarray], rng: np.random.Generator, cfg: Wav2Vec2Config,
                objective: pretrain.Objective) -> dict[str, np.ndarray]:
-    """`batch` with mask_time_indices (B, T) and distractor frames (B, T, K) within each row."""
+    """The model inputs of `batch` with mask_time_indices (B, T) and negative_frames (B, T, K):
+    the distractors' frames within their row. Rows, not flat indices, since a row's place in
+    the global batch (other processes' rows come before it) is only known under jit."""
     rows, samples = batch["input_values"].shape
     frames = int(cfg.num_frames(samples))
     real = np.maximum(cfg.num_frames(batch["attention_mask"].sum(1)), 0)
@@ -192,13 +196,14 @@ def with_masks(batch: Mapping[str, np.ndarray], rng: np.random.Generator, cfg: W
     offsets = (np.arange(rows) * frames)[:, None, None]
     return {"input_values": batch["input_values"], "attention_mask": batch["attention_mask"],
             "mask_time_indices": sampled["mask_time_indices"],
-            "negative_frames": sampled["sampled_negative_indices"] - offsets}
+            "negative_frames": (sampled["sampled_negative_indices"] - offsets).astype(np.int32)}
 
 
-def flat_negatives(negative_frames: np.ndarray, first_row: int) -> np.ndarray:
-    """(B, T, K) frames within each row -> pretrain's flat indices (global row) * T + frame."""
-    rows, frames, _ = negative_frames.shape
-    return (negative_frames + ((first_row + np.arange(rows)) * frames)[:, None, None]).astype(np.int32)
+def flat_negatives(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """`batch` with pretrain's sampled_negative_indices (B, T, K): row * T + frame."""
+    rows, frames, _ = batch["negative_frames"].shape
+    flat = batch["negative_frames"] + (jnp.arange(rows, dtype=jnp.int32) * frames)[:, None, None]
+    return {**batch, "sampled_negative_indices": flat}
 
 
 class PreTraining:
@@ -271,22 +276,15 @@ class PreTraining:
         try:
             for i, batch in enumerate(audio):
                 rng = np.random.default_rng((self.config.seed, i, jax.process_index()))
-                masked = with_masks(batch, rng, self.model_config, self.objective)
-                yield self._model_inputs(masked, jax.process_index() * batch_size)
+                yield with_masks(batch, rng, self.model_config, self.objective)
         finally:
             audio.close()
 
-    def _model_inputs(self, masked: Mapping[str, np.ndarray], first_row: int) -> dict[str, np.ndarray]:
-        out = {k: masked[k] for k in BATCH_KEYS[:3]}
-        out["sampled_negative_indices"] = flat_negatives(masked["negative_frames"], first_row)
-        return out
-
     def stack(self, micro_batches: list[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        """(accum, batch, ...) arrays, each micro-batch padded to the longest; distractor
-        indices are made flat for the padded frame count and this process's global rows."""
+        """(accum, batch, ...) arrays, each micro-batch padded to the longest (padding frames
+        are unmasked; their distractors point at themselves and are ignored)."""
         samples = max(b["input_values"].shape[1] for b in micro_batches)
         frames = int(self.model_config.num_frames(samples))
-        first_row = jax.process_index() * micro_batches[0]["input_values"].shape[0]
 
         def pad(x, width, value=0):
             widths = [(0, 0)] * x.ndim
@@ -295,14 +293,13 @@ class PreTraining:
 
         padded = []
         for b in micro_batches:
-            negatives = b["negative_frames"]  # new frames point at themselves (ignored)
+            negatives = b["negative_frames"]
             extra = np.broadcast_to(np.arange(negatives.shape[1], frames)[None, :, None],
                                     (negatives.shape[0], frames - negatives.shape[1], negatives.shape[2]))
-            padded.append(self._model_inputs({
-                "input_values": pad(b["input_values"], samples),
-                "attention_mask": pad(b["attention_mask"], samples),
-                "mask_time_indices": pad(b["mask_time_indices"], frames, False),
-                "negative_frames": np.concatenate([negatives, extra], axis=1)}, first_row))
+            padded.append({"input_values": pad(b["input_values"], samples),
+                           "attention_mask": pad(b["attention_mask"], samples),
+                           "mask_time_indices": pad(b["mask_time_indices"], frames, False),
+                           "negative_frames": np.concatenate([negatives, extra], axis=1)})
         return {k: np.stack([p[k] for p in padded]) for k in BATCH_KEYS}
 
     # -- loss and evaluation (under jit) ----------------------------------------------------------
@@ -310,7 +307,7 @@ class PreTraining:
         return jnp.maximum(jnp.sum(batch["mask_time_indices"]).astype(jnp.float32), 1.0)
 
     def loss(self, model, batch, normalizers, step):
-        loss_sum, count, terms = pretrain.loss_fn(model, batch, step, self.objective)
+        loss_sum, count, terms = pretrain.loss_fn(model, flat_negatives(batch), step, self.objective)
         weight = count / normalizers  # this micro-batch's share of the masked frames
         metrics = {"contrastive_loss": terms["contrastive_loss"] / normalizers,
                    "diversity_loss": terms["diversity_loss"] / normalizers,
@@ -324,6 +321,7 @@ class PreTraining:
         return loss_sum / normalizers, metrics
 
     def eval_stats(self, model, batch):
+        batch = flat_negatives(batch)
         terms = pretrain.pretraining_loss(
             model, batch["input_values"], batch["attention_mask"], batch["mask_time_indices"],
             batch["sampled_negative_indices"], objective=self.objective, deterministic=True)
