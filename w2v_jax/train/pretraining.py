@@ -211,8 +211,10 @@ class PreTraining:
 
     num_phases = 1
 
-    def __init__(self, config: ml_collections.ConfigDict):
-        self.config = resolve_pretrain_config(config)
+    def __init__(self, config: ml_collections.ConfigDict, *, saved: bool = False):
+        """`saved`: the config a run recorded (run_config), taken as it is: no device or data
+        checks, since the run may have had another mesh and its audio may be gone."""
+        self.config = config if saved else resolve_pretrain_config(config)
         c = self.config
         self.model_config = model_config(c)
         self.pretraining = PretrainingConfig(**c.pretraining.to_dict())
@@ -366,7 +368,7 @@ def run_pretraining(config: ml_collections.ConfigDict, workdir: str) -> dict[str
 def export_model(workdir: str, out_dir: str, step: str | int = "best") -> int:
     """Write checkpoint `step` ('best', 'latest' or a number) of a pre-training run as a model
     directory (for a multi-host run, or another step than the last); returns the step."""
-    task = PreTraining(run_config(workdir))
+    task = PreTraining(run_config(workdir), saved=True)
     checkpoints = Checkpoints(workdir, task.config, read_only=True)
     try:
         chosen = {"best": checkpoints.best_step() or checkpoints.latest_step(),
