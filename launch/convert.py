@@ -2,6 +2,9 @@ r"""Convert a Hugging Face wav2vec 2.0 checkpoint to our model directory, or bac
 
   python -m launch.convert --hf_dir=wav2vec2-large-xlsr-53 --output_dir=models/xlsr
   python -m launch.convert --to_hf --checkpoint=models/xlsr --output_dir=xlsr-hf
+
+A pre-training model directory (launch.pretrain's WORKDIR/model) converts to a transformers
+Wav2Vec2ForPreTraining, quantizer and projections included.
 """
 
 from absl import app, flags, logging
@@ -23,7 +26,9 @@ def main(argv):
     if FLAGS.to_hf:
         if not FLAGS.checkpoint:
             raise app.UsageError("--to_hf needs --checkpoint=DIR")
-        hf.save_pretrained(checkpoint.load_model(FLAGS.checkpoint), FLAGS.output_dir)
+        load = (checkpoint.load_pretraining_model if checkpoint.is_pretraining_model(FLAGS.checkpoint)
+                else checkpoint.load_model)
+        hf.save_pretrained(load(FLAGS.checkpoint), FLAGS.output_dir)
     else:
         if not FLAGS.hf_dir:
             raise app.UsageError("give --hf_dir=DIR (or --to_hf --checkpoint=DIR)")

@@ -3,6 +3,13 @@
     DIR/config.json   Wav2Vec2Config.to_dict()
     DIR/params/       orbax StandardCheckpointer (float32 parameters)
 
+A pre-training model (Wav2Vec2ForPreTraining) adds its quantizer and projections beside the
+backbone, so that the same directory is a backbone for `load_model` (fine-tuning's
+init=model:DIR) and a whole pre-training model for `load_pretraining_model`:
+
+    DIR/pretraining.json     PretrainingConfig
+    DIR/pretraining_params/  quantizer, project_hid, project_q
+
 The directory is assembled under a temporary name and renamed into place, so a
 reader never sees a half-written one.
 """
@@ -19,12 +26,15 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from w2v_jax.models import Wav2Vec2Config, Wav2Vec2Model
+from w2v_jax.models.pretraining import PretrainingConfig, Wav2Vec2ForPreTraining
 
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
+PRETRAINING_FILE = "pretraining.json"
+PRETRAINING_PARAMS_DIR = "pretraining_params"
 
 
-def save_model(model: Wav2Vec2Model, directory: str) -> None:
+def save_model(model: Wav2Vec2Model | Wav2Vec2ForPreTraining, directory: str) -> None:
     directory = os.path.abspath(directory)
     if os.path.exists(directory):
         raise FileExistsError(f"{directory} exists; refusing to overwrite a model directory")
@@ -32,11 +42,18 @@ def save_model(model: Wav2Vec2Model, directory: str) -> None:
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-", dir=parent)
     try:
+        backbone = model.wav2vec2 if isinstance(model, Wav2Vec2ForPreTraining) else model
         with ocp.StandardCheckpointer() as checkpointer:
-            checkpointer.save(os.path.join(staging, PARAMS_DIR), nnx.state(model, nnx.Param))
+            checkpointer.save(os.path.join(staging, PARAMS_DIR), nnx.state(backbone, nnx.Param))
+            if isinstance(model, Wav2Vec2ForPreTraining):
+                checkpointer.save(os.path.join(staging, PRETRAINING_PARAMS_DIR),
+                                  _pretraining_params(model))
             checkpointer.wait_until_finished()
         with open(os.path.join(staging, CONFIG_FILE), "w") as f:
-            json.dump(model.config.to_dict(), f, indent=2)
+            json.dump(backbone.config.to_dict(), f, indent=2)
+        if isinstance(model, Wav2Vec2ForPreTraining):
+            with open(os.path.join(staging, PRETRAINING_FILE), "w") as f:
+                json.dump(model.pretraining.to_hf(), f, indent=2)
         os.replace(staging, directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -70,9 +87,47 @@ def load_model(directory: str, *, seed: int = 0, **config_overrides) -> Wav2Vec2
     config = load_config(directory, **config_overrides)
     abstract = nnx.eval_shape(lambda: Wav2Vec2Model(config, rngs=nnx.Rngs(seed)))
     graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
-    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
     with ocp.StandardCheckpointer() as checkpointer:
-        params = checkpointer.restore(os.path.join(os.path.abspath(directory), PARAMS_DIR), target)
+        params = checkpointer.restore(os.path.join(os.path.abspath(directory), PARAMS_DIR),
+                                      _target(params))
     model = nnx.merge(graphdef, params, rest)
     model.rngs = nnx.Rngs(seed)
     return model
+
+
+def _target(abstract_params: nnx.State) -> nnx.State:
+    """Restore onto the default device, whatever mesh the parameters were saved from."""
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                        abstract_params)
+
+
+def is_pretraining_model(directory: str) -> bool:
+    """Whether `directory` holds a whole pre-training model (quantizer and projections too)."""
+    return os.path.exists(os.path.join(directory, PRETRAINING_FILE))
+
+
+def load_pretraining_model(directory: str, *, seed: int = 0,
+                           **config_overrides) -> Wav2Vec2ForPreTraining:
+    """The Wav2Vec2ForPreTraining that `save_model` wrote (placed on the default device)."""
+    if not is_pretraining_model(directory):
+        raise FileNotFoundError(f"{directory} is not a pre-training model directory: "
+                                f"{PRETRAINING_FILE} is missing")
+    with open(os.path.join(directory, PRETRAINING_FILE)) as f:
+        pretraining = PretrainingConfig(**json.load(f))
+    backbone = load_model(directory, seed=seed, **config_overrides)
+    abstract = nnx.eval_shape(lambda: Wav2Vec2ForPreTraining(backbone.config, pretraining,
+                                                             rngs=nnx.Rngs(seed)))
+    with ocp.StandardCheckpointer() as checkpointer:
+        heads = checkpointer.restore(
+            os.path.join(os.path.abspath(directory), PRETRAINING_PARAMS_DIR),
+            _target(_pretraining_params(abstract)))
+    nnx.update(abstract, heads)
+    abstract.wav2vec2 = backbone
+    return abstract
+
+
+def _pretraining_params(model: Wav2Vec2ForPreTraining) -> nnx.State:
+    """The parameters of the pre-training model outside its backbone."""
+    return nnx.State({name: nnx.state(getattr(model, name), nnx.Param)
+                      for name in ("quantizer", "project_hid", "project_q")})

@@ -40,6 +40,20 @@ def bucket_lengths(lengths: Sequence[int], cfg, num_buckets: int = 8) -> tuple[i
     return tuple(sorted(rounded))
 
 
+def shuffled_plan(lengths: np.ndarray, global_batch: int, seed: int, epoch: int,
+                  sort_window: int = 16) -> list[np.ndarray]:
+    """A training epoch's global batches of record indices: shuffled by (seed, epoch), sorted by
+    length inside windows of `sort_window` batches so that similar lengths batch together; the
+    remainder that does not fill a batch is dropped."""
+    n, g = len(lengths), global_batch
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(n)[: n // g * g]
+    window = g * sort_window
+    chunks = [c[np.argsort(lengths[c], kind="stable")] for c in np.split(order, range(window, len(order), window))]
+    batches = np.concatenate(chunks).reshape(-1, g)
+    return list(batches[rng.permutation(len(batches))])
+
+
 def _segment_bucket(count: int) -> int:
     return max(MIN_SEGMENT_BUCKET, 1 << max(int(count) - 1, 0).bit_length())
 
@@ -95,12 +109,7 @@ class Batches:
             padded = np.full(math.ceil(n / g) * g, -1, np.int64)
             padded[:n] = order
             return list(padded.reshape(-1, g))
-        rng = np.random.default_rng([self.seed, epoch])
-        order = rng.permutation(n)[: n // g * g]
-        window = g * self.sort_window  # sort by length inside windows: similar lengths batch together
-        chunks = [c[np.argsort(lengths[c], kind="stable")] for c in np.split(order, range(window, len(order), window))]
-        batches = np.concatenate(chunks).reshape(-1, g)
-        return list(batches[rng.permutation(len(batches))])
+        return shuffled_plan(lengths, g, self.seed, epoch, self.sort_window)
 
     def __len__(self) -> int:
         """Batches per epoch (the same on every process)."""

@@ -20,6 +20,7 @@ from w2v_jax.models.config import ConfigError, Wav2Vec2Config
 from w2v_jax.models.layers import dropout, split_key
 from w2v_jax.models.quantizer import GumbelQuantizer
 from w2v_jax.models.wav2vec2 import Wav2Vec2Model
+from w2v_jax.sharding import axes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,10 +99,13 @@ class Wav2Vec2ForPreTraining(nnx.Module):
         torch_init = jax.nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
         self.project_hid = nnx.Linear(config.hidden_size, pretraining.proj_codevector_dim,
                                       kernel_init=torch_init, bias_init=_torch_bias_init(config.hidden_size),
-                                      rngs=rngs)
+                                      kernel_metadata=axes("embed", "classes"),
+                                      bias_metadata=axes("classes"), rngs=rngs)
         self.project_q = nnx.Linear(pretraining.codevector_dim, pretraining.proj_codevector_dim,
                                     kernel_init=torch_init,
-                                    bias_init=_torch_bias_init(pretraining.codevector_dim), rngs=rngs)
+                                    bias_init=_torch_bias_init(pretraining.codevector_dim),
+                                    kernel_metadata=axes("conv_features", "classes"),
+                                    bias_metadata=axes("classes"), rngs=rngs)
 
     def __call__(self, input_values: jax.Array, attention_mask: jax.Array | None = None,
                  mask_time_indices: jax.Array | None = None, *, deterministic: bool = True,

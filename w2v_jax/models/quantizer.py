@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
+from w2v_jax.sharding import axes
+
 _HIGHEST = jax.lax.Precision.HIGHEST  # a one-hot selection must not round the codewords
 
 
@@ -32,9 +34,13 @@ class GumbelQuantizer(nnx.Module):
         self.num_groups, self.num_vars = num_groups, num_vars
         # transformers' init: weight_proj ~ N(0, 1), bias 0; codewords ~ U[0, 1).
         self.weight_proj = nnx.Linear(in_dim, num_groups * num_vars,
-                                      kernel_init=jax.nn.initializers.normal(1.0), rngs=rngs)
+                                      kernel_init=jax.nn.initializers.normal(1.0), rngs=rngs,
+                                      kernel_metadata=axes("conv_features", "classes"),
+                                      bias_metadata=axes("classes"))
+        # Small (G*V codewords): replicated, under the replicated axis names.
         self.codevectors = nnx.Param(jax.random.uniform(
-            rngs.params(), (1, num_groups * num_vars, codevector_dim // num_groups)))
+            rngs.params(), (1, num_groups * num_vars, codevector_dim // num_groups)),
+            **axes("conv_in", "classes", "conv_features"))
 
     def __call__(self, features: jax.Array, *, key: jax.Array | None = None,
                  temperature: float | jax.Array = 2.0) -> QuantizerOutput:

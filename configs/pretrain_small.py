@@ -1,0 +1,46 @@
+r"""The small model we ship: wav2vec 2.0 pre-trained from scratch on generated Mandarin speech.
+
+  python -m launch.make_corpus --out=runs/espeak_corpus --speakers=200 --utterances=60
+  python -m launch.pretrain --config=configs/pretrain_small.py --workdir=runs/pretrain_small \
+      --config.data.dir=runs/espeak_corpus
+  python -m launch.convert --to_hf --checkpoint=runs/pretrain_small/model --output_dir=small-hf
+
+Close to the issue's calibration with transformers (hidden 256, 4 layers, 128-channel CNN,
+2 x 64 codewords, 50 distractors, batch 8 x 3 s: contrastive loss 2.83 after 1,650 updates).
+fairseq's Base objective otherwise (mask 0.65 x 10 frames, loss weights 0.1 / 10, CNN gradient
+x 0.1), but the Gumbel temperature anneals 2 -> 0.5 over ~14k updates (decay 0.9999) rather
+than fairseq's 400k, since the run is ~20k updates. Data: any folder of 16 kHz wav/flac, or an
+AISHELL-layout corpus (its train split; dev for evaluation).
+"""
+
+import ml_collections
+
+from w2v_jax.train.pretraining import pretrain_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = pretrain_config()
+    c.model.preset = "tiny"  # the frame geometry of every released model
+    c.model.update(hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                   intermediate_size=1024, conv_dim=(128,) * 7, num_conv_pos_embeddings=64,
+                   num_conv_pos_embedding_groups=16, feat_extract_norm="layer",
+                   do_stable_layer_norm=True, conv_bias=True, hidden_dropout=0.1,
+                   attention_dropout=0.1, activation_dropout=0.0, feat_proj_dropout=0.1,
+                   layerdrop=0.0)
+    c.pretraining.update(num_codevector_groups=2, num_codevectors_per_group=64,
+                         codevector_dim=128, proj_codevector_dim=128, feat_quantizer_dropout=0.1)
+    c.objective.update(num_negatives=50, temperature_decay=0.9999)
+    c.data.dir = "runs/espeak_corpus"
+    c.data.batch_size = 8
+    c.data.eval_batch_size = 8
+    c.data.max_seconds = 3.0
+    c.data.min_seconds = 1.0
+    c.data.num_buckets = 4
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.clip_norm = 5.0
+    c.total_steps = 20_000
+    c.log_every = 50
+    c.eval_every = 1000
+    c.max_eval_batches = 50
+    c.checkpoint_every = 1000
+    return c
