@@ -100,6 +100,19 @@ def read_ctm(path: str | os.PathLike) -> dict[str, list[Interval]]:
     return dict(by_utt)
 
 
+def fill_gaps(intervals: Sequence[Interval], xmax: float) -> list[Interval]:
+    """A TextGrid tier covers [0, xmax]: empty intervals go in the gaps."""
+    out, t = [], 0.0
+    for iv in intervals:
+        if iv.start > t:
+            out.append(Interval(t, iv.start, ""))
+        out.append(iv)
+        t = iv.end
+    if t < xmax:
+        out.append(Interval(t, xmax, ""))
+    return out
+
+
 def write_textgrid(path: str | os.PathLike, tiers: Mapping[str, Sequence[Interval]],
                    xmax: float) -> None:
     """Write interval tiers as a long-format Praat TextGrid, exactly as given."""

@@ -59,7 +59,7 @@ import numpy as np
 
 from w2v_jax.data import aishell
 from w2v_jax.data import labels as L
-from w2v_jax.data.alignments import Interval, write_textgrid
+from w2v_jax.data.alignments import Interval, fill_gaps, write_textgrid
 from w2v_jax.data.errors import DataError
 
 SAMPLE_RATE = 16000
@@ -394,19 +394,6 @@ def align(syllables: Sequence[Syllable], positions: Sequence[int],
     return phones
 
 
-def _fill(intervals: list[Interval], xmax: float) -> list[Interval]:
-    """A TextGrid tier covers [0, xmax]: empty intervals fill the gaps."""
-    out, t = [], 0.0
-    for iv in intervals:
-        if iv.start > t:
-            out.append(Interval(t, iv.start, ""))
-        out.append(iv)
-        t = iv.end
-    if t < xmax:
-        out.append(Interval(t, xmax, ""))
-    return out
-
-
 # ------------------------------------------------------------------- utterance
 @dataclasses.dataclass(frozen=True)
 class Options:
@@ -493,7 +480,7 @@ def say(words: Sequence[Word | None], v: Voice, rng: np.random.Generator,
         snr = rng.uniform(options.noise_snr, options.noise_snr + 10)
         audio = audio + rng.standard_normal(len(audio)) * np.sqrt(speech_power / 10 ** (snr / 10))
     transcript = " ".join(w.text for w in words if w is not None)
-    return Spoken(audio, _fill(word_tier, duration), _fill(phone_tier, duration), transcript,
+    return Spoken(audio, fill_gaps(word_tier, duration), fill_gaps(phone_tier, duration), transcript,
                   text, rate, pitch_range, offset, collections.Counter())
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import soundfile as sf
 
 from w2v_jax.data import aishell
-from w2v_jax.data.alignments import Interval, write_textgrid
+from w2v_jax.data.alignments import Interval, fill_gaps, write_textgrid
 
 SAMPLE_RATE = 16000
 # (F1, F2, F3) in Hz for a male voice; a diphthong glides from its first to its second target.
@@ -185,20 +185,7 @@ def synthesize_utterance(speaker: Speaker, rng: np.random.Generator):
             silence(rng.uniform(0.06, 0.25) / rate, "sp")
     silence(rng.uniform(0.1, 0.25), "sil")
     audio = np.concatenate(pieces) + 0.001 * rng.standard_normal(t)
-    return audio, _fill_gaps(words, t / SAMPLE_RATE), phones, " ".join(text)
-
-
-def _fill_gaps(intervals: list[Interval], xmax: float) -> list[Interval]:
-    """A TextGrid tier covers [0, xmax]: empty intervals go in the gaps."""
-    out, t = [], 0.0
-    for iv in intervals:
-        if iv.start > t:
-            out.append(Interval(t, iv.start, ""))
-        out.append(iv)
-        t = iv.end
-    if t < xmax:
-        out.append(Interval(t, xmax, ""))
-    return out
+    return audio, fill_gaps(words, t / SAMPLE_RATE), phones, " ".join(text)
 
 
 def make_corpus(out_dir: str | os.PathLike, *, num_speakers: int = 12,
