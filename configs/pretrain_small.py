@@ -36,7 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.max_seconds = 3.0
     c.data.min_seconds = 1.0
     c.data.num_buckets = 4
-    c.optimizer.learning_rate = 1e-3
+    c.optimizer.learning_rate = 5e-4  # fairseq Base; 1e-3 reached by step 12 collapsed the codebook
     c.optimizer.clip_norm = 5.0
     c.total_steps = 20_000
     c.log_every = 50
