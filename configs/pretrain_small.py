@@ -1,9 +1,9 @@
 r"""The small model we ship: wav2vec 2.0 pre-trained from scratch on generated Mandarin speech.
 
-  python -m launch.make_corpus --out=runs/espeak_corpus --speakers=200 --utterances=60
-  python -m launch.pretrain --config=configs/pretrain_small.py --workdir=runs/pretrain_small \
-      --config.data.dir=runs/espeak_corpus
-  python -m launch.convert --to_hf --checkpoint=runs/pretrain_small/model --output_dir=small-hf
+  python -m launch.make_corpus --out=/tmp/w2v-jax/espeak --speakers=120 --utterances=60 --first_speaker=40
+  python -m launch.pretrain --config=configs/pretrain_small.py --workdir=/tmp/w2v-jax/pretrain_small \
+      --config.data.dir=/tmp/w2v-jax/espeak
+  python -m launch.convert --to_hf --checkpoint=/tmp/w2v-jax/pretrain_small/model --output_dir=/tmp/w2v-jax/small-hf
 
 Close to the issue's calibration with transformers (hidden 256, 4 layers, 128-channel CNN,
 2 x 64 codewords, 50 distractors, batch 8 x 3 s: contrastive loss 2.83 after 1,650 updates).

@@ -1,8 +1,8 @@
 r"""Pre-train wav2vec 2.0 (fairseq's contrastive objective) on unlabelled 16 kHz audio.
 
-  python -m launch.pretrain --config=configs/pretrain_small.py --workdir=runs/pretrain_small \
-      --config.data.dir=runs/espeak_corpus
-  python -m launch.pretrain --workdir=runs/pretrain_small --export_model=models/small --export_step=best
+  python -m launch.pretrain --config=configs/pretrain_small.py --workdir=/tmp/w2v-jax/pretrain \
+      --config.data.dir=/tmp/w2v-jax/corpus
+  python -m launch.pretrain --workdir=/tmp/w2v-jax/pretrain --export_model=/tmp/w2v-jax/small --export_step=best
 
 --config.data.dir is any folder of wav/flac files (recursive) or an AISHELL-layout corpus (its
 train split; its dev split for evaluation). A finished run exports WORKDIR/model: the backbone
@@ -14,11 +14,10 @@ Multi-host: SLURM and TPU pods are detected; otherwise pass --coordinator_addres
 """
 
 from absl import app, flags
-from ml_collections import config_flags
 
-from launch import multihost
+from launch import cli, multihost
 
-config_flags.DEFINE_config_file("config", None, "Config file (configs/pretrain_*.py).", lock_config=True)
+cli.define_config(None, "Config file (configs/pretrain_*.py).")
 flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, exported model.",
                     required=True)
 flags.DEFINE_string("export_model", None,
@@ -29,9 +28,6 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    from w2v_jax.logs import quiet_library_logs
-
-    quiet_library_logs()
     from w2v_jax.train.pretraining import export_model, run_pretraining
 
     if FLAGS.export_model:
@@ -45,4 +41,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, outputs=["workdir", "export_model"])

@@ -48,6 +48,17 @@ def test_an_unknown_config_key_names_the_nearest_valid_one(tmp_path):
     assert not (tmp_path / "w").exists() and not (tmp_path / "d").exists()
 
 
+def test_pretraining_and_corpus_mistakes_are_one_line(tmp_path):
+    line = launch("pretrain", "--config=configs/pretrain_small.py", f"--workdir={tmp_path / 'p'}",
+                  "--config.totl_steps=30")
+    assert line.endswith("did you mean 'total_steps'?")
+    line = launch("pretrain", "--config=configs/pretrain_small.py", f"--workdir={tmp_path / 'p'}",
+                  f"--config.data.dir={tmp_path / 'no_audio'}")
+    assert "no_audio" in line
+    assert "at least 6 speakers" in launch("make_corpus", f"--out={tmp_path / 'c'}", "--speakers=4")
+    assert not (tmp_path / "p").exists() and not (tmp_path / "c").exists()
+
+
 def test_a_config_files_own_complaint_and_an_unknown_flag(tmp_path):
     assert "configs/paper.py argument 'bogus'" in launch(
         "experiment", "--config=configs/paper.py:bogus", f"--workdir={tmp_path}")
