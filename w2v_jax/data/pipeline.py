@@ -58,37 +58,26 @@ def _segment_bucket(count: int) -> int:
     return max(MIN_SEGMENT_BUCKET, 1 << max(int(count) - 1, 0).bit_length())
 
 
-class Batches:
-    """Iterator of numpy batch dicts over a DatasetSplit.
+class PlannedBatches:
+    """The planned, resumable, prefetching iteration every batch source shares.
 
-    train=True: shuffled by (seed, epoch), repeats forever, the epoch's remainder
-    that does not fill a global batch is dropped. train=False: one pass in length
-    order, the last batch padded and flagged by example_mask.
-    Each of `process_count` processes takes its own slice of every global batch.
+    A subclass sets `lengths` (per record, in samples) and implements
+    `_batch(global_indices, epoch)`: this process's rows of one planned global batch.
+    train=True: shuffled by (seed, epoch) in length-sorted windows, repeats forever, the
+    epoch's remainder that does not fill a global batch is dropped. train=False: one pass
+    in length order, the last batch padded (-1 records) and flagged by example_mask.
+    The position (epoch, step) is the whole iterator state, so a resume replays exactly.
     """
 
-    def __init__(self, data: DatasetSplit, cfg, *, batch_size: int, train: bool, seed: int = 0,
-                 tasks: Sequence[str] = L.TASKS, process_index: int = 0, process_count: int = 1,
-                 buckets: Sequence[int] | None = None, num_buckets: int = 8,
-                 sort_window: int = 16, normalize: bool = True, prefetch: int = 2):
+    def __init__(self, lengths: np.ndarray, *, batch_size: int, train: bool, seed: int,
+                 process_index: int, process_count: int, sort_window: int, prefetch: int):
         if not 0 <= process_index < process_count:
             raise ValueError(f"process_index {process_index} not in [0, {process_count})")
-        unknown = set(tasks) - set(L.TASKS)
-        if unknown:
-            raise ValueError(f"unknown tasks {sorted(unknown)}; choose from {L.TASKS}")
-        self.data, self.cfg, self.tasks = data, cfg, tuple(tasks)
+        self.lengths = np.asarray(lengths)
         self.batch_size, self.train, self.seed = batch_size, train, seed
         self.process_index, self.process_count = process_index, process_count
         self.global_batch = batch_size * process_count
-        self.buckets = tuple(buckets) if buckets else bucket_lengths(data.lengths, cfg, num_buckets)
-        if any(b % cfg.frame_stride for b in self.buckets):
-            raise ValueError(f"bucket lengths {self.buckets} must be multiples of {cfg.frame_stride}")
-        if data.lengths.max(initial=0) > self.buckets[-1]:
-            raise ValueError(f"longest example ({data.lengths.max()} samples) exceeds the largest "
-                             f"bucket {self.buckets[-1]}")
-        if train and len(data) < self.global_batch:
-            raise ValueError(f"{len(data)} examples cannot fill one global batch of {self.global_batch}")
-        self.sort_window, self.normalize, self.prefetch = sort_window, normalize, prefetch
+        self.sort_window, self.prefetch = sort_window, prefetch
         self._epoch, self._step = 0, 0
         self._plans: dict[int, list[np.ndarray]] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1) if prefetch else None
@@ -103,13 +92,13 @@ class Batches:
         return self._plans[epoch]
 
     def _make_plan(self, epoch: int) -> list[np.ndarray]:
-        n, g, lengths = len(self.data), self.global_batch, self.data.lengths
+        n, g = len(self.lengths), self.global_batch
         if not self.train:
-            order = np.argsort(lengths, kind="stable")
+            order = np.argsort(self.lengths, kind="stable")
             padded = np.full(math.ceil(n / g) * g, -1, np.int64)
             padded[:n] = order
             return list(padded.reshape(-1, g))
-        return shuffled_plan(lengths, g, self.seed, epoch, self.sort_window)
+        return shuffled_plan(self.lengths, g, self.seed, epoch, self.sort_window)
 
     def __len__(self) -> int:
         """Batches per epoch (the same on every process)."""
@@ -167,7 +156,8 @@ class Batches:
                 self._pending.append((None, None))
                 return
             indices = self._plan(epoch)[step]  # planned here: plans are only touched on this thread
-            result = (self._pool.submit(self._batch, indices) if self._pool else self._batch(indices))
+            result = (self._pool.submit(self._batch, indices, epoch) if self._pool
+                      else self._batch(indices, epoch))
             self._pending.append((position, result))
             position = self._following(epoch, step)
 
@@ -182,8 +172,37 @@ class Batches:
         if self._pool:
             self._pool.shutdown(wait=True)
 
+    def _batch(self, global_indices: np.ndarray, epoch: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class Batches(PlannedBatches):
+    """Iterator of numpy batch dicts over a DatasetSplit (PlannedBatches' plan and state).
+    Each of `process_count` processes takes its own slice of every global batch.
+    """
+
+    def __init__(self, data: DatasetSplit, cfg, *, batch_size: int, train: bool, seed: int = 0,
+                 tasks: Sequence[str] = L.TASKS, process_index: int = 0, process_count: int = 1,
+                 buckets: Sequence[int] | None = None, num_buckets: int = 8,
+                 sort_window: int = 16, normalize: bool = True, prefetch: int = 2):
+        unknown = set(tasks) - set(L.TASKS)
+        if unknown:
+            raise ValueError(f"unknown tasks {sorted(unknown)}; choose from {L.TASKS}")
+        super().__init__(data.lengths, batch_size=batch_size, train=train, seed=seed,
+                         process_index=process_index, process_count=process_count,
+                         sort_window=sort_window, prefetch=prefetch)
+        self.data, self.cfg, self.tasks, self.normalize = data, cfg, tuple(tasks), normalize
+        self.buckets = tuple(buckets) if buckets else bucket_lengths(data.lengths, cfg, num_buckets)
+        if any(b % cfg.frame_stride for b in self.buckets):
+            raise ValueError(f"bucket lengths {self.buckets} must be multiples of {cfg.frame_stride}")
+        if data.lengths.max(initial=0) > self.buckets[-1]:
+            raise ValueError(f"longest example ({data.lengths.max()} samples) exceeds the largest "
+                             f"bucket {self.buckets[-1]}")
+        if train and len(data) < self.global_batch:
+            raise ValueError(f"{len(data)} examples cannot fill one global batch of {self.global_batch}")
+
     # ------------------------------------------------------------- assembly
-    def _batch(self, global_indices: np.ndarray) -> dict[str, Any]:
+    def _batch(self, global_indices: np.ndarray, epoch: int) -> dict[str, Any]:
         """This process's slice of a global batch, padded to the global batch's buckets."""
         real = global_indices[global_indices >= 0]
         pad_to = next(b for b in self.buckets if b >= self.data.lengths[real].max())

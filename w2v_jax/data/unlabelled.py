@@ -20,13 +20,9 @@ attention_mask (B, S) int32, example_mask (B,) bool (False on evaluation padding
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures
 import dataclasses
-import math
 import os
 import zlib
-from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -35,7 +31,7 @@ from absl import logging
 from w2v_jax.data.aishell import WAV_DIR
 from w2v_jax.data.audio import SAMPLE_RATE, read_wav
 from w2v_jax.data.errors import DataError
-from w2v_jax.data.pipeline import bucket_lengths, shuffled_plan
+from w2v_jax.data.pipeline import PlannedBatches, bucket_lengths
 
 AUDIO_EXTENSIONS = (".wav", ".flac")
 SPLITS = ("train", "dev")
@@ -107,7 +103,7 @@ def _held_out(relative_path: str, fraction: float) -> bool:
     return zlib.crc32(relative_path.encode()) % 10_000 < fraction * 10_000
 
 
-class AudioBatches:
+class AudioBatches(PlannedBatches):
     """Iterator of numpy batches of (cropped) audio; see the module docstring.
 
     train=True: shuffled by (seed, epoch), endless, random crops. train=False: one pass in
@@ -118,101 +114,14 @@ class AudioBatches:
                  max_samples: int, process_index: int = 0, process_count: int = 1,
                  num_buckets: int = 8, normalize: bool = True, sort_window: int = 16,
                  prefetch: int = 2):
-        if not 0 <= process_index < process_count:
-            raise ValueError(f"process_index {process_index} not in [0, {process_count})")
-        self.files, self.cfg, self.batch_size, self.train = files, cfg, batch_size, train
-        self.seed, self.max_samples, self.normalize = seed, max_samples, normalize
-        self.process_index, self.process_count = process_index, process_count
-        self.global_batch = batch_size * process_count
-        self.sort_window, self.prefetch = sort_window, prefetch
-        self.lengths = np.minimum(files.lengths, max_samples)
+        super().__init__(np.minimum(files.lengths, max_samples), batch_size=batch_size,
+                         train=train, seed=seed, process_index=process_index,
+                         process_count=process_count, sort_window=sort_window, prefetch=prefetch)
+        self.files, self.cfg, self.max_samples, self.normalize = files, cfg, max_samples, normalize
         self.buckets = bucket_lengths(self.lengths, cfg, num_buckets)
         if train and len(files) < self.global_batch:
             raise DataError(f"{files.source}: {len(files)} files cannot fill one global batch "
                             f"of {self.global_batch}")
-        self._epoch, self._step = 0, 0
-        self._plans: dict[int, list[np.ndarray]] = {}
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1) if prefetch else None
-        self._pending: collections.deque = collections.deque()
-
-    def _plan(self, epoch: int) -> list[np.ndarray]:
-        if epoch not in self._plans:
-            if self.train:
-                plan = shuffled_plan(self.lengths, self.global_batch, self.seed, epoch, self.sort_window)
-            else:
-                order = np.argsort(self.lengths, kind="stable")
-                padded = np.full(math.ceil(len(order) / self.global_batch) * self.global_batch, -1)
-                padded[: len(order)] = order
-                plan = list(padded.reshape(-1, self.global_batch))
-            self._plans = {e: p for e, p in self._plans.items() if e >= epoch - 1}
-            self._plans[epoch] = plan
-        return self._plans[epoch]
-
-    def __len__(self) -> int:
-        return len(self._plan(0))
-
-    # -------------------------------------------------------------- state
-    def get_state(self) -> dict[str, int]:
-        return {"epoch": self._epoch, "step": self._step, "seed": self.seed,
-                "process_count": self.process_count, "batch_size": self.batch_size}
-
-    def set_state(self, state: dict[str, int]) -> None:
-        for key in ("seed", "process_count", "batch_size"):
-            if state[key] != getattr(self, key):
-                raise ValueError(f"iterator state has {key}={state[key]}, this iterator {getattr(self, key)}")
-        self._cancel_pending()
-        self._epoch, self._step = int(state["epoch"]), int(state["step"])
-
-    # ------------------------------------------------------------ iteration
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> dict[str, Any]:
-        self._fill()
-        position, result = self._pending[0]
-        if position is None:  # evaluation pass finished; stays finished
-            raise StopIteration
-        self._pending.popleft()
-        batch = result.result() if isinstance(result, concurrent.futures.Future) else result
-        self._epoch, self._step = self._following(*position)
-        self._fill()  # read the next batches while the caller computes
-        return batch
-
-    def _following(self, epoch: int, step: int) -> tuple[int, int]:
-        if not self.train or step + 1 < len(self._plan(epoch)):
-            return epoch, step + 1
-        return epoch + 1, 0
-
-    def _fill(self) -> None:
-        """Queue (position, batch or future) up to `prefetch` batches ahead; None marks the end."""
-        if self._pending:
-            last = self._pending[-1][0]
-            if last is None:
-                return
-            position = self._following(*last)
-        else:
-            position = (self._epoch, self._step)
-        while len(self._pending) < max(1, self.prefetch):
-            epoch, step = position
-            if step >= len(self._plan(epoch)):
-                self._pending.append((None, None))
-                return
-            indices = self._plan(epoch)[step]
-            result = (self._pool.submit(self._batch, indices, epoch) if self._pool
-                      else self._batch(indices, epoch))
-            self._pending.append((position, result))
-            position = self._following(epoch, step)
-
-    def _cancel_pending(self) -> None:
-        for _, result in self._pending:
-            if isinstance(result, concurrent.futures.Future):
-                result.cancel()
-        self._pending.clear()
-
-    def close(self) -> None:
-        self._cancel_pending()
-        if self._pool:
-            self._pool.shutdown(wait=True)
 
     # ------------------------------------------------------------- assembly
     def _batch(self, global_indices: np.ndarray, epoch: int) -> dict[str, np.ndarray]:
