@@ -224,7 +224,7 @@ def claims_table(claims: Sequence[dict]) -> list[list[str]]:
         estimate = "—" if c["estimate"] is None else f"{c['estimate']:+.3f}"
         if c["ci"] is not None:
             estimate += f" [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]"
-        detail = c["figures"] + (f"; {c['reason']}" if c["reason"] else "")
+        detail = "; ".join(part for part in (c["figures"], c["reason"]) if part)
         rows.append([f"**{c['verdict']}**", c["claim"], estimate, c["n_speakers"] or "—", detail])
     return rows
 
