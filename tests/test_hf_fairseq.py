@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from flax import nnx
 
+from tests.test_hf_convert import assert_same_params
 from tests.tiny_hf import TINY_HF, TINY_PRETRAINING
 from w2v_jax.hf import CheckpointError, load_pretrained
 from w2v_jax.hf.fairseq import load_fairseq
@@ -54,18 +54,6 @@ class Meter:
 
     def __init__(self):
         self.sum = 3.0
-
-
-def params_of(model):
-    return {"/".join(map(str, p)): np.asarray(v.get_value())
-            for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
-
-
-def assert_same_params(a, b):
-    pa, pb = params_of(a), params_of(b)
-    assert pa.keys() == pb.keys()
-    for key in pa:
-        np.testing.assert_array_equal(pa[key], pb[key], err_msg=key)
 
 
 @pytest.fixture(scope="module")
