@@ -186,6 +186,12 @@ def test_a_run_logs_every_metric_and_exports_a_model(reference):
     assert all(0 <= r["dev/accuracy"] <= 1 and r["dev/masked_frames"] > 0 for r in dev)
     assert os.path.exists(reference / "model" / "pretraining.json")
     assert os.path.exists(reference / "tensorboard")
+    # The exported model carries how it was trained: its run's dev evaluations and last train row.
+    with open(reference / "model" / "training.json") as f:
+        record = json.load(f)
+    assert record["dev"] == dev and record["last_train"] == train[-1]
+    assert record["config"]["total_steps"] == TOTAL and record["data"]["train"]["files"] > 0
+    assert os.path.getsize(reference / "model" / "curves.png") > 10_000
 
 
 @pytest.mark.slow
@@ -251,6 +257,8 @@ def test_the_export_loads_in_transformers_and_as_a_finetuning_init(reference, en
     exported = tmp_path / "exported"  # launch.pretrain --export_model: the same final step
     from w2v_jax.train.pretraining import export_model
     assert export_model(str(reference), str(exported), "latest") == TOTAL
+    with open(exported / "training.json") as f:
+        assert json.load(f)["exported_step"] == TOTAL
     again = checkpoint.load_pretraining_model(str(exported))
     for (path, a), (_, b) in zip(nnx.to_flat_state(nnx.state(again, nnx.Param)),
                                  nnx.to_flat_state(nnx.state(ours, nnx.Param))):

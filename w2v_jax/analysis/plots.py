@@ -140,3 +140,27 @@ def plot_layer_projection(x: np.ndarray, labels: np.ndarray, out: str | Path, *,
     else:
         raise ValueError(f"method must be 'pca' or 'umap', got {method!r}")
     return plot_scatter(points, labels, out, axis_label=axis, **kwargs)
+
+
+def plot_training_curves(rows: list[dict], panels: dict[str, tuple[str, ...]], out: str | Path, *,
+                         max_columns: int = 3) -> list[Path]:
+    """A run's metrics.jsonl rows against step: panels[title] lists the metric keys drawn there
+    (train/... as lines, dev/... as dots, since dev is measured every few hundred steps)."""
+    cols = min(max_columns, len(panels))
+    rows_n = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.0 * cols, 3.0 * rows_n), squeeze=False)
+    for ax, (title, keys) in zip(axes.flat, panels.items()):
+        for key in keys:
+            points = [(r["step"], r[key]) for r in rows if key in r]
+            if not points:
+                continue
+            steps, values = np.array(points).T
+            style = dict(marker="o", ls="--", markersize=4) if key.startswith("dev/") else {}
+            ax.plot(steps, values, label=key, **style)
+        ax.set(title=title, xlabel="update")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small")
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return _save(fig, out)

@@ -24,6 +24,7 @@ below config.collapse_fraction of its codewords.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any, Mapping
 
@@ -35,6 +36,7 @@ from absl import logging
 from flax import nnx
 
 from w2v_jax import checkpoint, pretrain, sharding
+from w2v_jax.files import write_json
 from w2v_jax.data.audio import SAMPLE_RATE
 from w2v_jax.data.unlabelled import AudioBatches, AudioFiles, audio_files
 from w2v_jax.models import ConfigError, Wav2Vec2Config
@@ -43,12 +45,15 @@ from w2v_jax.models.pretraining import PretrainingConfig, Wav2Vec2ForPreTraining
 from w2v_jax.train import loop
 from w2v_jax.train import step as S
 from w2v_jax.train.checkpoints import Checkpoints, abstract, run_config
+from w2v_jax.train.metrics import METRICS_FILE
 from w2v_jax.train.config import _check_devices, _check_keys, default_config
 
 ALL = "all"  # the one optimizer group
 MODEL_DIR = "model"  # the exported pre-training model, in the workdir
 DATA_FILE = "pretraining_data.json"  # what the run read: files and hours per split
 MODEL_CONFIG_FILE = "model_config.json"
+TRAINING_FILE = "training.json"  # in an exported model directory: how the model was trained
+CURVES = "curves"  # ... and its training curves (curves.png, curves.svg)
 BATCH_KEYS = ("input_values", "attention_mask", "mask_time_indices", "negative_frames")
 _LOOP_KEYS = ("optimizer", "mesh", "log_every", "eval_every", "max_eval_batches",
               "checkpoint_every", "keep_checkpoints", "async_checkpoints", "max_nonfinite",
@@ -249,6 +254,7 @@ class PreTraining:
             logging.info("%s exists; not exporting again", target)
             return
         checkpoint.save_model(model, target)
+        write_training_record(workdir, target)
         logging.info("exported the pre-trained model to %s", target)
 
     # -- the optimizer: one phase, everything trains ----------------------------------------------
@@ -381,5 +387,32 @@ def export_model(workdir: str, out_dir: str, step: str | int = "best") -> int:
     finally:
         checkpoints.close()
     checkpoint.save_model(nnx.merge(graphdef, state["params"], state["rng"]), out_dir)
+    write_training_record(workdir, out_dir, step=int(chosen))
     logging.info("exported step %s of %s to %s", chosen, workdir, out_dir)
     return int(chosen)
+
+
+def write_training_record(workdir: str, model_dir: str, step: int | None = None) -> None:
+    """Beside an exported model: training.json (the run's config and data, every dev evaluation,
+    the last train metrics, the exported step when chosen) and its training curves."""
+    from w2v_jax.analysis.plots import plot_training_curves
+
+    with open(os.path.join(workdir, METRICS_FILE)) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    train_rows = [r for r in rows if "train/loss" in r]
+    with open(os.path.join(workdir, DATA_FILE)) as f:
+        data = json.load(f)
+    write_json(os.path.join(model_dir, TRAINING_FILE), {
+        "workdir": os.path.abspath(workdir), "exported_step": step, "data": data,
+        "config": run_config(workdir).to_dict(),
+        "last_train": train_rows[-1] if train_rows else None,
+        "dev": [r for r in rows if "dev/loss" in r]})
+    groups = sorted({k.rsplit("/", 1)[1] for r in rows for k in r if "/code_perplexity/" in k})
+    plot_training_curves(rows, {
+        "loss": ("train/loss", "train/contrastive_loss", "dev/contrastive_loss"),
+        "contrastive accuracy": ("train/accuracy", "dev/accuracy"),
+        "code perplexity": tuple(f"{split}/code_perplexity/{g}" for g in groups
+                                 for split in ("train", "dev")),
+        "diversity loss and temperature": ("train/diversity_loss", "train/temperature"),
+        "gradient norm": ("train/grad_norm",), "learning rate": ("train/learning_rate",)},
+        os.path.join(model_dir, CURVES))
