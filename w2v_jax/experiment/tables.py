@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 from typing import Any
 
@@ -57,7 +58,24 @@ def setup_text(config, corpus: str) -> str:
     kind = ("corpus" if config.train.data.dir else
             {"espeak": "eSpeak NG Mandarin corpus (w2v_jax/data/espeak.py)",
              "formant": "formant-synthesiser toy corpus (w2v_jax/data/synthetic.py)"}[config.corpus.generator])
-    return (f"Backbone `{t.init}`" + (f" (preset {t.model.preset}, seed {t.seed})" if t.init == "random" else "")
-            + f"; {kind} `{corpus}`; fine-tuned {t.freeze_steps} steps heads-only then to "
-            f"{t.total_steps} steps; embeddings of the `{config.extract.split}` split at the "
-            "central frame of every phone.\n")
+    phase2 = "all but the CNN" if t.freeze_feature_encoder else "the whole model"
+    return (f"Backbone: {backbone_text(t)}. Corpus: {kind} `{corpus}`. Fine-tuned "
+            f"{t.freeze_steps} steps heads only, then {phase2} to {t.total_steps} steps; "
+            f"embeddings of the `{config.extract.split}` split at the central frame of every "
+            "phone.\n")
+
+
+def backbone_text(t) -> str:
+    """Which model the fine-tunings start from, and how it was pre-trained where it says."""
+    if t.init == "random":
+        return f"random initialisation (preset {t.model.preset}, seed {t.seed}), not pre-trained"
+    directory = t.init.partition(":")[2]
+    record = os.path.join(directory, "training.json")
+    if not os.path.exists(record):
+        return f"`{t.init}`"
+    with open(record) as f:
+        r = json.load(f)
+    last = r["last_train"] or {}
+    return (f"`{t.init}`, pre-trained (self-supervised) for {last.get('step', '?')} updates on "
+            f"{r['data']['train']['hours']} h of audio ({r['data']['train']['files']} files; "
+            f"its model card: `{directory}/README.md`)")
