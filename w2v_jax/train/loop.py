@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from w2v_jax import sharding
 from w2v_jax.files import write_json
+from w2v_jax.train import distributed
 from w2v_jax.train import step as S
 from w2v_jax.train.checkpoints import CONFIG_FILE, Checkpoints, abstract, has_checkpoint
 from w2v_jax.train.config import fingerprint
@@ -145,7 +146,7 @@ def run(task: Task, workdir: str) -> dict[str, Any]:
         batches.set_state(data_state)
         logging.info("resumed %s at step %d", workdir, start)
 
-    writer = MetricWriter(workdir, active=primary)
+    writer = MetricWriter(workdir, active=primary, start_step=start or 0)
     evaluation = Evaluation(task, S.jit_eval_step(graphdef, task, mesh, shardings["params"],
                                                   shardings["rng"]), mesh, writer)
     saving = Checkpointing(checkpoints, batches, evaluation)
@@ -184,7 +185,7 @@ def run(task: Task, workdir: str) -> dict[str, Any]:
         if stopped != "done":
             logging.warning("stopped at step %d (%s)", step, stopped)
         checkpoints.wait()
-        if stopped == "done" and jax.process_count() == 1:
+        if stopped == "done":  # every process: the export is collective
             best = checkpoints.best_step()
             if best is not None and best != step:  # export what evaluation and extraction use
                 best_state = phases.abstract_state(checkpoints.meta(best)["phase"])[1]
@@ -192,8 +193,10 @@ def run(task: Task, workdir: str) -> dict[str, Any]:
                     best, abstract(best_state, sharding.state_shardings(best_state, mesh)))
                 logging.info("exporting the best checkpoint by dev score: step %d", best)
             task.export(nnx.merge(graphdef, state["params"], state["rng"]), workdir)
-        elif stopped == "done":
-            logging.info("multi-host run: export from one host (train.export_backbone)")
+    except BaseException as error:
+        if jax.process_count() > 1:  # another process may be gone: waiting on it would hang
+            distributed.exit_without_peers(error)
+        raise
     finally:
         bar.close()
         preemption.close()
