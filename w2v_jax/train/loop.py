@@ -70,6 +70,30 @@ def global_arrays(local: dict[str, np.ndarray], where, batch_axis: int) -> dict[
     return {k: one(v) for k, v in local.items()}
 
 
+class DeviceBatches:
+    """Train batches stacked for accumulation and placed on the devices: `load` the next one
+    while the current step runs. get_state() is the train iterator's position before a loaded
+    batch, so a checkpoint after step N resumes at batch N + 1 whether it was loaded or not."""
+
+    def __init__(self, task: Task, batches, grad_accum: int, where):
+        self.task, self.batches, self.grad_accum, self.where = task, batches, grad_accum, where
+        self._loaded = None  # (the iterator's state before it, the batch)
+
+    def load(self) -> None:
+        position = self.batches.get_state()
+        batch = self.task.stack([next(self.batches) for _ in range(self.grad_accum)])
+        self._loaded = position, global_arrays(batch, self.where, 1)
+
+    def __next__(self) -> dict[str, jax.Array]:
+        if self._loaded is None:
+            self.load()
+        batch, self._loaded = self._loaded[1], None
+        return batch
+
+    def get_state(self) -> dict:
+        return self._loaded[0] if self._loaded is not None else self.batches.get_state()
+
+
 def evaluate(task: Task, eval_step, state: dict, mesh: Mesh) -> dict[str, Any]:
     """The task's dev metrics from its eval statistics summed over the eval split."""
     where = sharding.batch_sharding(mesh)
@@ -149,7 +173,9 @@ def run(task: Task, workdir: str) -> dict[str, Any]:
     writer = MetricWriter(workdir, active=primary, start_step=start or 0)
     evaluation = Evaluation(task, S.jit_eval_step(graphdef, task, mesh, shardings["params"],
                                                   shardings["rng"]), mesh, writer)
-    saving = Checkpointing(checkpoints, batches, evaluation)
+    batch_sharding, train_steps, stopped = S.batch_shardings(mesh), {}, "done"
+    device_batches = DeviceBatches(task, batches, config.optimizer.grad_accum, batch_sharding)
+    saving = Checkpointing(checkpoints, device_batches, evaluation)
     step = int(jax.device_get(state["step"]))
     bar = tqdm(total=config.total_steps, initial=step, disable=not primary, desc="train",
                dynamic_ncols=True)
@@ -158,7 +184,6 @@ def run(task: Task, workdir: str) -> dict[str, Any]:
                    loss=f"{float(metrics['loss']):.4f}", phase=saving.phase)),
                Every(config.eval_every, evaluation), Every(config.checkpoint_every, saving, on_stop=True)]
     preemption = PreemptionWatch()
-    batch_sharding, train_steps, stopped = S.batch_shardings(mesh), {}, "done"
     try:
         while step < config.total_steps and stopped == "done":
             if task.phase(step) != phase:
@@ -170,8 +195,9 @@ def run(task: Task, workdir: str) -> dict[str, Any]:
             if phase not in train_steps:
                 train_steps[phase] = S.jit_train_step(graphdef, task, phase, phases.optimizers[phase],
                                                       mesh, sharding.state_shardings(state, mesh))
-            batch = task.stack([next(batches) for _ in range(config.optimizer.grad_accum)])
-            state, metrics = train_steps[phase](state, global_arrays(batch, batch_sharding, 1))
+            state, metrics = train_steps[phase](state, next(device_batches))
+            if step + 1 < config.total_steps:
+                device_batches.load()  # on the host while the devices run the step
             step, metrics = step + 1, jax.device_get(metrics)
             if not metrics["finite"]:
                 logging.warning("step %d: non-finite loss or gradient; update skipped (%d in a row)",
