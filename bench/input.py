@@ -15,6 +15,7 @@ a ratio above k. Measure on a quiet machine: other jobs on the CPUs lower the fi
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -52,8 +53,9 @@ def consumed_per_second(config) -> dict[str, float]:
     return {"fine-tuning": device / ft, "pre-training": device / pt}
 
 
-def delivered_per_second(data, cfg, workers: int) -> tuple[float, int]:
-    """(audio seconds delivered per wall second, batches) reading for FLAGS.seconds."""
+def delivered_per_second(data, cfg, workers: int) -> tuple[float, float, int]:
+    """(audio seconds delivered per wall second, per CPU second of this process, batches)
+    reading for FLAGS.seconds. The second is what a quiet core would deliver."""
     from w2v_jax.data import Batches
     from w2v_jax.data import labels as L
 
@@ -62,11 +64,12 @@ def delivered_per_second(data, cfg, workers: int) -> tuple[float, int]:
                       workers=workers, prefetch=max(2, workers))
     try:
         next(batches)  # the first plan and the first reads
-        samples, count, start = 0, 0, time.perf_counter()
+        samples, count, start, cpu = 0, 0, time.perf_counter(), time.process_time()
         while time.perf_counter() - start < FLAGS.seconds:
             samples += int(next(batches)["attention_mask"].sum())
             count += 1
-        return samples / RATE / (time.perf_counter() - start), count
+        audio = samples / RATE
+        return audio / (time.perf_counter() - start), audio / (time.process_time() - cpu), count
     finally:
         batches.close()
 
@@ -77,15 +80,22 @@ def main(argv):
     from w2v_jax.models import Wav2Vec2Config
 
     config = Wav2Vec2Config.preset(FLAGS.preset)
-    data_dir = FLAGS.data_dir
-    if not data_dir:
-        from w2v_jax.data import synthetic
-        scratch = tempfile.mkdtemp(prefix="bench-input-")
-        synthetic.make_corpus(os.path.join(scratch, "corpus"), num_speakers=FLAGS.speakers,
-                              utterances_per_speaker=FLAGS.utterances, seed=0)
-        data_dir = os.path.join(scratch, "tfds")
-        tfds_aishell1.prepare(os.path.join(scratch, "corpus"), data_dir, cfg=config)
-    data = tfds_aishell1.open_prepared(data_dir, FLAGS.split, config)
+    scratch = None if FLAGS.data_dir else tempfile.mkdtemp(prefix="bench-input-")
+    try:
+        data_dir = FLAGS.data_dir or os.path.join(scratch, "tfds")
+        if scratch:
+            from w2v_jax.data import synthetic
+            corpus = os.path.join(scratch, "corpus")
+            synthetic.make_corpus(corpus, num_speakers=FLAGS.speakers,
+                                  utterances_per_speaker=FLAGS.utterances, seed=0)
+            tfds_aishell1.prepare(corpus, data_dir, cfg=config)
+        measure(tfds_aishell1.open_prepared(data_dir, FLAGS.split, config), data_dir, config)
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def measure(data, data_dir: str, config) -> None:
     print(f"{data_dir} [{FLAGS.split}]: {len(data)} utterances, mean "
           f"{data.lengths.mean() / RATE:.2f} s; batch {FLAGS.batch_size} over "
           f"{FLAGS.process_count} host(s); {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
@@ -94,10 +104,9 @@ def main(argv):
           + ", ".join(f"{v:,.0f} audio s/s ({k})" for k, v in consumed.items()))
     need = max(consumed.values())
     for workers in map(int, FLAGS.workers):
-        rate, count = delivered_per_second(data, config, workers)
-        print(f"workers={workers}: {rate:,.0f} audio s/s delivered ({count} batches); "
-              f"{rate / need:.2f} x one device's need")
-
+        rate, per_cpu, count = delivered_per_second(data, config, workers)
+        print(f"workers={workers}: {rate:,.0f} audio s/s delivered, {rate / need:.2f} x one "
+              f"device's need ({count} batches; {per_cpu:,.0f} audio s per CPU second)")
 
 if __name__ == "__main__":
     app.run(main)

@@ -230,13 +230,12 @@ class Batches(PlannedBatches):
             "segments/end": np.full((b, k), -1, np.float32),
             **{f"segments/{task}": np.full((b, k), L.IGNORE, np.int32) for task in self.tasks},
         }
-        for row, index in enumerate(indices):
-            if index >= 0:
-                self._fill_row(out, row, int(index))
+        rows = [(row, int(index)) for row, index in enumerate(indices) if index >= 0]
+        for (row, index), example in zip(rows, _read(self.data.source, [i for _, i in rows])):
+            self._fill_row(out, row, index, example)
         return out
 
-    def _fill_row(self, out: dict[str, Any], row: int, index: int) -> None:
-        example = self.data.source[index]
+    def _fill_row(self, out: dict[str, Any], row: int, index: int, example: dict[str, Any]) -> None:
         audio = np.asarray(example["audio"])
         n = len(audio)
         if n != self.data.lengths[index]:
@@ -256,6 +255,13 @@ class Batches(PlannedBatches):
         out["segments/index"][row, :m] = np.arange(m)
         for column in ("frame", "start", "end", *self.tasks):
             out[f"segments/{column}"][row, :m] = segments[column]
+
+
+def _read(source: Sequence[dict[str, Any]], indices: list[int]) -> Sequence[dict[str, Any]]:
+    """The examples at `indices`: a TFDS array_record source reads them in one call, in parallel."""
+    if hasattr(source, "__getitems__"):
+        return source.__getitems__(indices)
+    return [source[i] for i in indices]
 
 
 def segment_rows(batch: dict[str, Any]) -> dict[str, np.ndarray]:
