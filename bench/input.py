@@ -30,7 +30,9 @@ flags.DEFINE_integer("speakers", 8, "Generated corpus (no --data_dir): speakers.
 flags.DEFINE_integer("utterances", 40, "Generated corpus: utterances per speaker.")
 flags.DEFINE_integer("batch_size", 32, "Global batch (configs/aishell_large.py).")
 flags.DEFINE_integer("process_count", 1, "Hosts sharing each global batch; this one reads its share.")
-flags.DEFINE_list("workers", ["0", "1", "2"], "Worker thread counts to measure.")
+flags.DEFINE_list("workers", ["0", "1", "2"], "Worker thread counts to measure (data.Batches).")
+flags.DEFINE_list("processes", ["2"], "grain worker process counts to measure (mp_prefetch over "
+                  "the same plan; not used in training yet).")
 flags.DEFINE_float("seconds", 20.0, "Measuring time per worker count.")
 flags.DEFINE_string("preset", "large-lv60", "Model preset whose step consumes the audio.")
 flags.DEFINE_float("mfu", 0.45, "Model FLOP utilisation of the consuming step.")
@@ -74,6 +76,37 @@ def delivered_per_second(data, cfg, workers: int) -> tuple[float, float, int]:
         batches.close()
 
 
+def grain_delivered_per_second(data, cfg, processes: int) -> tuple[float, float, int]:
+    """As delivered_per_second, with `processes` grain workers assembling planned batches; checks
+    that the first batches are the planned ones. (Start-up is not timed.)"""
+    import grain
+    import numpy as np
+
+    from w2v_jax.data import Batches
+    from w2v_jax.data import labels as L
+
+    batches = Batches(data, cfg, batch_size=FLAGS.batch_size // FLAGS.process_count, train=True,
+                      tasks=L.TRAINING_TASKS, process_count=FLAGS.process_count, workers=0,
+                      prefetch=0)
+    stream = iter(grain.MapDataset.range(0, 1 << 40).map(batches.planned_batch).to_iter_dataset()
+                  .mp_prefetch(grain.MultiprocessingOptions(num_workers=processes,
+                                                            per_worker_buffer_size=2)))
+    try:
+        for _ in range(2):
+            got, want = next(stream), next(batches)
+            if not np.array_equal(got["input_values"], want["input_values"]):
+                raise AssertionError("grain workers delivered another order than the plan")
+        samples, count, start, cpu = 0, 0, time.perf_counter(), time.process_time()
+        while time.perf_counter() - start < FLAGS.seconds:
+            samples += int(next(stream)["attention_mask"].sum())
+            count += 1
+    finally:
+        batches.close()
+    # CPU time of the workers is not this process's: per CPU second is the main process only.
+    audio = samples / RATE
+    return audio / (time.perf_counter() - start), audio / (time.process_time() - cpu), count
+
+
 def main(argv):
     del argv
     from w2v_jax.data import tfds_aishell1
@@ -107,6 +140,11 @@ def measure(data, data_dir: str, config) -> None:
         rate, per_cpu, count = delivered_per_second(data, config, workers)
         print(f"workers={workers}: {rate:,.0f} audio s/s delivered, {rate / need:.2f} x one "
               f"device's need ({count} batches; {per_cpu:,.0f} audio s per CPU second)")
+    for processes in map(int, FLAGS.processes):
+        rate, per_cpu, count = grain_delivered_per_second(data, config, processes)
+        print(f"grain processes={processes}: {rate:,.0f} audio s/s delivered, {rate / need:.2f} x "
+              f"one device's need ({count} batches; {per_cpu:,.0f} audio s per CPU second of "
+              "the main process)")
 
 if __name__ == "__main__":
     app.run(main)

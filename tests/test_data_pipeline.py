@@ -154,7 +154,8 @@ def test_prepared_dataset_through_pipeline(prepared_dataset, cfg):
 
 def test_worker_threads_change_neither_order_nor_resume(prepared_dataset, cfg):  # noqa: F811
     """Over the array_record dataset: batches assembled by 3 threads, 4 ahead, are those the
-    caller's thread assembles one at a time, and a resume mid-queue continues the same."""
+    caller's thread assembles one at a time (and planned_batch computes), and a resume
+    mid-queue continues the same."""
     data = tfds_aishell1.open_prepared(prepared_dataset[0], "train", cfg)
 
     def make(workers, prefetch):
@@ -169,6 +170,9 @@ def test_worker_threads_change_neither_order_nor_resume(prepared_dataset, cfg): 
     resumed = make(3, 4)
     resumed.set_state(state)
     got += [next(resumed) for _ in range(6)]
+    for position in (0, 5, 9):  # what a worker process computes from the plan alone
+        np.testing.assert_array_equal(serial.planned_batch(position)["input_values"],
+                                      want[position]["input_values"])
     for g, w in zip(got, want, strict=True):
         assert _ids(g) == _ids(w)
         np.testing.assert_array_equal(g["input_values"], w["input_values"])

@@ -114,6 +114,12 @@ class PlannedBatches:
         start = self.process_index * self.batch_size
         return [b[start: start + self.batch_size] for b in self._plan(epoch)]
 
+    def planned_batch(self, position: int) -> dict[str, Any]:
+        """This process's batch at `position` (0, 1, ...) of the endless training stream, from
+        the plan alone: what a worker process can compute (bench/input.py's grain workers)."""
+        epoch, step = divmod(position, len(self._plan(0)))  # every training epoch is as long
+        return self._batch(self._plan(epoch)[step], epoch)
+
     # -------------------------------------------------------------- state
     def get_state(self) -> dict[str, int]:
         return {"epoch": self._epoch, "step": self._step, "seed": self.seed,
