@@ -78,7 +78,7 @@ def delivered_per_second(data, cfg, workers: int) -> tuple[float, float, int]:
 
 def grain_delivered_per_second(data, cfg, processes: int) -> tuple[float, float, int]:
     """As delivered_per_second, with `processes` grain workers assembling planned batches; checks
-    that the first batches are the planned ones. (Start-up is not timed.)"""
+    that the first batches are the planned ones. (The workers' start-up is not timed.)"""
     import grain
     import numpy as np
 
@@ -92,7 +92,7 @@ def grain_delivered_per_second(data, cfg, processes: int) -> tuple[float, float,
                   .mp_prefetch(grain.MultiprocessingOptions(num_workers=processes,
                                                             per_worker_buffer_size=2)))
     try:
-        for _ in range(2):
+        for _ in range(2 * processes):  # every worker has started and delivered
             got, want = next(stream), next(batches)
             if not np.array_equal(got["input_values"], want["input_values"]):
                 raise AssertionError("grain workers delivered another order than the plan")
