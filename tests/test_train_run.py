@@ -1,6 +1,6 @@
 """Whole runs through `python -m launch.train`: exact resume after SIGKILL and from a phase-2
-checkpoint, SIGTERM, two processes, export from a workdir whose init
-checkpoint is gone.
+checkpoint, SIGTERM, two processes (one killed, both resumed, backbone exported), export from a
+workdir whose init checkpoint is gone.
 
 Each run is a subprocess with one CPU device (two for the two-process run) sharing
 a persistent compilation cache, so only the first run compiles.
@@ -59,7 +59,9 @@ def _records(workdir) -> list[dict]:
 
 
 def _losses(workdir) -> dict[int, float]:
-    """The train loss of every step; a step logged twice (replayed after a restart) keeps the last."""
+    """The train loss of every step, each logged once (a resume drops what it replays)."""
+    steps = [r["step"] for r in _records(workdir) if "train/loss" in r]
+    assert len(steps) == len(set(steps)), f"steps logged twice: {sorted(steps)}"
     return {r["step"]: r["train/loss"] for r in _records(workdir) if "train/loss" in r}
 
 
@@ -116,14 +118,34 @@ def test_sigterm_saves_and_exits_cleanly(synthetic_corpus, env, reference, tmp_p
     assert not (workdir / "backbone").exists()  # unfinished runs are not exported
 
 
-def test_two_processes_train_and_checkpoint_together(synthetic_corpus, env, reference, tmp_path):  # noqa: F811
+def test_two_processes_survive_a_death_resume_and_export(synthetic_corpus, env, reference, tmp_path):  # noqa: F811
+    """Process 1 is killed mid-run: process 0 exits at once (status 1, one line, no core dump).
+    Both rerun: they resume, log each step once, match the one-process losses and write
+    backbone/, which a one-device process loads."""
     _, ref_losses = reference
     workdir = tmp_path / "run"
-    port = portpicker.pick_unused_port()
-    processes = [subprocess.Popen(
-        _command(synthetic_corpus, workdir, f"--coordinator_address=127.0.0.1:{port}",
-                 "--num_processes=2", f"--process_id={i}"),
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+
+    def start():
+        port = portpicker.pick_unused_port()
+        return [subprocess.Popen(
+            _command(synthetic_corpus, workdir, f"--coordinator_address=127.0.0.1:{port}",
+                     "--num_processes=2", f"--process_id={i}"),
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+
+    first = start()
+    deadline = time.time() + 240
+    while (first[0].poll() is None and time.time() < deadline
+           and not ((workdir / "metrics.jsonl").exists() and len(_losses(workdir)) >= 3)):
+        time.sleep(0.01)
+    first[1].kill()
+    killed = time.time()
+    _, stderr = first[0].communicate(timeout=60)
+    assert time.time() - killed < 20  # not the minute of jax.distributed.shutdown
+    assert first[0].returncode == 1, stderr[-3000:]
+    assert "process 0 of 2:" in stderr.strip().splitlines()[-1]
+    first[1].communicate()
+
+    processes = start()
     outputs = [p.communicate(timeout=300) for p in processes]
     for p, (_, stderr) in zip(processes, outputs):
         assert p.returncode == 0, stderr[-3000:]
@@ -133,6 +155,14 @@ def test_two_processes_train_and_checkpoint_together(synthetic_corpus, env, refe
     # The same global batches as the one-process reference, split over two processes.
     np.testing.assert_allclose([losses[s] for s in sorted(losses)],
                                [ref_losses[s] for s in sorted(ref_losses)], rtol=2e-4)
+    loaded = subprocess.run(  # env: one CPU device
+        [sys.executable, "-c", "import sys, jax; from w2v_jax import checkpoint; "
+         "m = checkpoint.load_model(sys.argv[1]); "
+         "print(jax.device_count(), m.config.num_hidden_layers)", str(workdir / "backbone")],
+        env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    from w2v_jax.models import Wav2Vec2Config
+    assert loaded.stdout.split() == ["1", str(Wav2Vec2Config.preset("tiny").num_hidden_layers)]
 
 
 def test_a_run_resumes_and_exports_after_its_init_checkpoint_is_gone(

@@ -327,3 +327,53 @@ def test_shardings_follow_the_logical_axes_and_never_replicate_silently():
         spec(None, (64,))
     with pytest.raises(sharding.ShardingError, match=r"\['hidden'\] have no rule"):
         sharding.axes("embed", "hidden")
+
+
+def _tensorboard_scalars(directory) -> list[tuple[int, str]]:
+    """(step, tag) of every scalar TensorBoard shows: read from the event files in the order
+    written, a SessionLog START at step s hiding the earlier events at steps >= s (its purge)."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+    shown = []
+    for name in sorted(os.listdir(directory)):  # tensorboardX names files by creation time
+        with open(os.path.join(directory, name), "rb") as f:
+            data = f.read()
+        offset = 0
+        while offset < len(data):  # TFRecord: length, its CRC, payload, the payload's CRC
+            (length,) = struct.unpack("<Q", data[offset:offset + 8])
+            event = Event.FromString(data[offset + 12:offset + 12 + length])
+            offset += 12 + length + 4
+            if event.session_log.status == SessionLog.START:
+                shown = [(s, t) for s, t in shown if s < event.step]
+            shown += [(event.step, v.tag) for v in event.summary.value]
+    return shown
+
+
+def test_a_resumed_run_logs_each_step_once(tmp_path):
+    """Steps an interrupted process logged after the restored checkpoint (and a line cut short
+    by the kill) are dropped from metrics.jsonl and hidden in TensorBoard."""
+    import json
+    import time
+
+    from w2v_jax.train.metrics import METRICS_FILE, TENSORBOARD_DIR, MetricWriter
+
+    first = MetricWriter(str(tmp_path), active=True)
+    for step in (1, 2, 3, 4):
+        first.write(step, {"train/loss": float(step)})
+    first.close()
+    with open(tmp_path / METRICS_FILE, "a") as f:
+        f.write('{"step": 5, "ti')  # killed mid-line
+    time.sleep(1.1)  # a new event file name (tensorboardX uses the time in seconds)
+    resumed = MetricWriter(str(tmp_path), active=True, start_step=2)  # the checkpoint at step 2
+    for step in (3, 4):
+        resumed.write(step, {"train/loss": 10.0 * step})
+    resumed.close()
+    with open(tmp_path / METRICS_FILE) as f:
+        lines = [json.loads(line) for line in f]
+    assert [(r["step"], r["train/loss"]) for r in lines] == [(1, 1.0), (2, 2.0), (3, 30.0), (4, 40.0)]
+    assert _tensorboard_scalars(tmp_path / TENSORBOARD_DIR) == [
+        (1, "train/loss"), (2, "train/loss"), (3, "train/loss"), (4, "train/loss")]
+    MetricWriter(str(tmp_path), active=False, start_step=0).close()  # other processes: no rewrite
+    assert (tmp_path / METRICS_FILE).read_text().count("\n") == 4

@@ -35,12 +35,15 @@ PRETRAINING_PARAMS_DIR = "pretraining_params"
 
 
 def save_model(model: Wav2Vec2Model | Wav2Vec2ForPreTraining, directory: str) -> None:
+    """Write a model directory. In a multi-process run every process calls it: each writes its
+    shards of the parameters (orbax's collective save) and process 0 the rest."""
     directory = os.path.abspath(directory)
     if os.path.exists(directory):
         raise FileExistsError(f"{directory} exists; refusing to overwrite a model directory")
     parent = os.path.dirname(directory)
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-", dir=parent)
+    primary = jax.process_index() == 0
+    staging = _staging(directory)
     try:
         backbone = model.wav2vec2 if isinstance(model, Wav2Vec2ForPreTraining) else model
         with ocp.StandardCheckpointer() as checkpointer:
@@ -49,15 +52,37 @@ def save_model(model: Wav2Vec2Model | Wav2Vec2ForPreTraining, directory: str) ->
                 checkpointer.save(os.path.join(staging, PRETRAINING_PARAMS_DIR),
                                   _pretraining_params(model))
             checkpointer.wait_until_finished()
-        with open(os.path.join(staging, CONFIG_FILE), "w") as f:
-            json.dump(backbone.config.to_dict(), f, indent=2)
-        if isinstance(model, Wav2Vec2ForPreTraining):
-            with open(os.path.join(staging, PRETRAINING_FILE), "w") as f:
-                json.dump(model.pretraining.to_hf(), f, indent=2)
-        os.replace(staging, directory)
+        if primary:
+            with open(os.path.join(staging, CONFIG_FILE), "w") as f:
+                json.dump(backbone.config.to_dict(), f, indent=2)
+            if isinstance(model, Wav2Vec2ForPreTraining):
+                with open(os.path.join(staging, PRETRAINING_FILE), "w") as f:
+                    json.dump(model.pretraining.to_hf(), f, indent=2)
+            os.replace(staging, directory)
+        _sync_processes(f"save_model:{directory}:done")  # no process returns before it exists
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if primary:
+            shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _staging(directory: str) -> str:
+    """A new empty directory beside `directory`, the same one on every process."""
+    parent, name = os.path.split(directory)
+    if jax.process_count() == 1:
+        return tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
+    staging = os.path.join(parent, f".{name}.tmp-multiprocess")
+    if jax.process_index() == 0:  # a leftover of a killed export
+        shutil.rmtree(staging, ignore_errors=True)
+        os.makedirs(staging)
+    _sync_processes(f"save_model:{directory}:staged")
+    return staging
+
+
+def _sync_processes(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
 
 
 def load_config(directory: str, **overrides) -> Wav2Vec2Config:

@@ -3,7 +3,9 @@
 Our own small pipeline rather than grain: the whole epoch plan (which examples go
 in which batch, padded to which length) is a pure function of (seed, epoch) and
 the per-example lengths, so every process computes the same plan, reads only its
-own share, and the iterator state is two integers.
+own share, and the iterator state is two integers. `workers` threads assemble the
+next batches in parallel (reading and decoding release the GIL), each into its
+planned place in the queue, so the order, and a resume, do not depend on them.
 
 Batch keys (B = per-process batch size, S = padded samples, T = cfg.num_frames(S)):
   input_values (B, S) float32, attention_mask (B, S) int32,
@@ -29,6 +31,7 @@ from w2v_jax.data.errors import DataError
 from w2v_jax.data.sources import DatasetSplit, text
 
 MIN_SEGMENT_BUCKET = 8
+DEFAULT_WORKERS = 2  # bench/input.py measures 0, 1 and 2
 
 
 def bucket_lengths(lengths: Sequence[int], cfg, num_buckets: int = 8) -> tuple[int, ...]:
@@ -67,20 +70,22 @@ class PlannedBatches:
     epoch's remainder that does not fill a global batch is dropped. train=False: one pass
     in length order, the last batch padded (-1 records) and flagged by example_mask.
     The position (epoch, step) is the whole iterator state, so a resume replays exactly.
+    `workers` threads (0: the caller's) assemble up to max(prefetch, workers) batches ahead.
     """
 
     def __init__(self, lengths: np.ndarray, *, batch_size: int, train: bool, seed: int,
-                 process_index: int, process_count: int, sort_window: int, prefetch: int):
+                 process_index: int, process_count: int, sort_window: int, prefetch: int,
+                 workers: int):
         if not 0 <= process_index < process_count:
             raise ValueError(f"process_index {process_index} not in [0, {process_count})")
         self.lengths = np.asarray(lengths)
         self.batch_size, self.train, self.seed = batch_size, train, seed
         self.process_index, self.process_count = process_index, process_count
         self.global_batch = batch_size * process_count
-        self.sort_window, self.prefetch = sort_window, prefetch
+        self.sort_window, self.ahead = sort_window, max(prefetch, workers)
         self._epoch, self._step = 0, 0
         self._plans: dict[int, list[np.ndarray]] = {}
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1) if prefetch else None
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers) if workers else None
         self._pending: collections.deque = collections.deque()
 
     # ------------------------------------------------------------- planning
@@ -108,6 +113,12 @@ class PlannedBatches:
         """This process's record indices of every batch of the epoch (-1 = padding)."""
         start = self.process_index * self.batch_size
         return [b[start: start + self.batch_size] for b in self._plan(epoch)]
+
+    def planned_batch(self, position: int) -> dict[str, Any]:
+        """This process's batch at `position` (0, 1, ...) of the endless training stream, from
+        the plan alone: what a worker process can compute (bench/input.py's grain workers)."""
+        epoch, step = divmod(position, len(self._plan(0)))  # every training epoch is as long
+        return self._batch(self._plan(epoch)[step], epoch)
 
     # -------------------------------------------------------------- state
     def get_state(self) -> dict[str, int]:
@@ -142,7 +153,7 @@ class PlannedBatches:
         return epoch + 1, 0
 
     def _fill(self) -> None:
-        """Queue (position, batch or future) up to `prefetch` batches ahead; None marks the end."""
+        """Queue (position, batch or future) up to `ahead` batches ahead; None marks the end."""
         if self._pending:
             last = self._pending[-1][0]
             if last is None:
@@ -150,7 +161,7 @@ class PlannedBatches:
             position = self._following(*last)
         else:
             position = (self._epoch, self._step)
-        while len(self._pending) < max(1, self.prefetch):
+        while len(self._pending) < max(1, self.ahead):
             epoch, step = position
             if step >= len(self._plan(epoch)):
                 self._pending.append((None, None))
@@ -184,13 +195,14 @@ class Batches(PlannedBatches):
     def __init__(self, data: DatasetSplit, cfg, *, batch_size: int, train: bool, seed: int = 0,
                  tasks: Sequence[str] = L.TASKS, process_index: int = 0, process_count: int = 1,
                  buckets: Sequence[int] | None = None, num_buckets: int = 8,
-                 sort_window: int = 16, normalize: bool = True, prefetch: int = 2):
+                 sort_window: int = 16, normalize: bool = True, prefetch: int = 2,
+                 workers: int = DEFAULT_WORKERS):
         unknown = set(tasks) - set(L.TASKS)
         if unknown:
             raise ValueError(f"unknown tasks {sorted(unknown)}; choose from {L.TASKS}")
         super().__init__(data.lengths, batch_size=batch_size, train=train, seed=seed,
                          process_index=process_index, process_count=process_count,
-                         sort_window=sort_window, prefetch=prefetch)
+                         sort_window=sort_window, prefetch=prefetch, workers=workers)
         self.data, self.cfg, self.tasks, self.normalize = data, cfg, tuple(tasks), normalize
         self.buckets = tuple(buckets) if buckets else bucket_lengths(data.lengths, cfg, num_buckets)
         if any(b % cfg.frame_stride for b in self.buckets):
@@ -224,13 +236,12 @@ class Batches(PlannedBatches):
             "segments/end": np.full((b, k), -1, np.float32),
             **{f"segments/{task}": np.full((b, k), L.IGNORE, np.int32) for task in self.tasks},
         }
-        for row, index in enumerate(indices):
-            if index >= 0:
-                self._fill_row(out, row, int(index))
+        rows = [(row, int(index)) for row, index in enumerate(indices) if index >= 0]
+        for (row, index), example in zip(rows, _read(self.data.source, [i for _, i in rows])):
+            self._fill_row(out, row, index, example)
         return out
 
-    def _fill_row(self, out: dict[str, Any], row: int, index: int) -> None:
-        example = self.data.source[index]
+    def _fill_row(self, out: dict[str, Any], row: int, index: int, example: dict[str, Any]) -> None:
         audio = np.asarray(example["audio"])
         n = len(audio)
         if n != self.data.lengths[index]:
@@ -250,6 +261,13 @@ class Batches(PlannedBatches):
         out["segments/index"][row, :m] = np.arange(m)
         for column in ("frame", "start", "end", *self.tasks):
             out[f"segments/{column}"][row, :m] = segments[column]
+
+
+def _read(source: Sequence[dict[str, Any]], indices: list[int]) -> Sequence[dict[str, Any]]:
+    """The examples at `indices`: a TFDS array_record source reads them in one call, in parallel."""
+    if hasattr(source, "__getitems__"):
+        return source.__getitems__(indices)
+    return [source[i] for i in indices]
 
 
 def segment_rows(batch: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -31,7 +31,7 @@ from absl import logging
 from w2v_jax.data.aishell import WAV_DIR
 from w2v_jax.data.audio import SAMPLE_RATE, read_wav
 from w2v_jax.data.errors import DataError
-from w2v_jax.data.pipeline import PlannedBatches, bucket_lengths
+from w2v_jax.data.pipeline import DEFAULT_WORKERS, PlannedBatches, bucket_lengths
 
 AUDIO_EXTENSIONS = (".wav", ".flac")
 SPLITS = ("train", "dev")
@@ -113,10 +113,11 @@ class AudioBatches(PlannedBatches):
     def __init__(self, files: AudioFiles, cfg, *, batch_size: int, train: bool, seed: int = 0,
                  max_samples: int, process_index: int = 0, process_count: int = 1,
                  num_buckets: int = 8, normalize: bool = True, sort_window: int = 16,
-                 prefetch: int = 2):
+                 prefetch: int = 2, workers: int = DEFAULT_WORKERS):
         super().__init__(np.minimum(files.lengths, max_samples), batch_size=batch_size,
                          train=train, seed=seed, process_index=process_index,
-                         process_count=process_count, sort_window=sort_window, prefetch=prefetch)
+                         process_count=process_count, sort_window=sort_window, prefetch=prefetch,
+                         workers=workers)
         self.files, self.cfg, self.max_samples, self.normalize = files, cfg, max_samples, normalize
         self.buckets = bucket_lengths(self.lengths, cfg, num_buckets)
         if train and len(files) < self.global_batch:

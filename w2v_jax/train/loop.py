@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from w2v_jax import sharding
 from w2v_jax.files import write_json
+from w2v_jax.train import distributed
 from w2v_jax.train import step as S
 from w2v_jax.train.checkpoints import CONFIG_FILE, Checkpoints, abstract, has_checkpoint
 from w2v_jax.train.config import fingerprint
@@ -67,6 +68,30 @@ def global_arrays(local: dict[str, np.ndarray], where, batch_axis: int) -> dict[
         shape[batch_axis] *= jax.process_count()
         return jax.make_array_from_process_local_data(where, v, tuple(shape))
     return {k: one(v) for k, v in local.items()}
+
+
+class DeviceBatches:
+    """Train batches stacked for accumulation and placed on the devices: `load` the next one
+    while the current step runs. get_state() is the train iterator's position before a loaded
+    batch, so a checkpoint after step N resumes at batch N + 1 whether it was loaded or not."""
+
+    def __init__(self, task: Task, batches, grad_accum: int, where):
+        self.task, self.batches, self.grad_accum, self.where = task, batches, grad_accum, where
+        self._loaded = None  # (the iterator's state before it, the batch)
+
+    def load(self) -> None:
+        position = self.batches.get_state()
+        batch = self.task.stack([next(self.batches) for _ in range(self.grad_accum)])
+        self._loaded = position, global_arrays(batch, self.where, 1)
+
+    def __next__(self) -> dict[str, jax.Array]:
+        if self._loaded is None:
+            self.load()
+        batch, self._loaded = self._loaded[1], None
+        return batch
+
+    def get_state(self) -> dict:
+        return self._loaded[0] if self._loaded is not None else self.batches.get_state()
 
 
 def evaluate(task: Task, eval_step, state: dict, mesh: Mesh) -> dict[str, Any]:
@@ -145,10 +170,12 @@ def run(task: Task, workdir: str) -> dict[str, Any]:
         batches.set_state(data_state)
         logging.info("resumed %s at step %d", workdir, start)
 
-    writer = MetricWriter(workdir, active=primary)
+    writer = MetricWriter(workdir, active=primary, start_step=start or 0)
     evaluation = Evaluation(task, S.jit_eval_step(graphdef, task, mesh, shardings["params"],
                                                   shardings["rng"]), mesh, writer)
-    saving = Checkpointing(checkpoints, batches, evaluation)
+    batch_sharding, train_steps, stopped = S.batch_shardings(mesh), {}, "done"
+    device_batches = DeviceBatches(task, batches, config.optimizer.grad_accum, batch_sharding)
+    saving = Checkpointing(checkpoints, device_batches, evaluation)
     step = int(jax.device_get(state["step"]))
     bar = tqdm(total=config.total_steps, initial=step, disable=not primary, desc="train",
                dynamic_ncols=True)
@@ -157,7 +184,6 @@ def run(task: Task, workdir: str) -> dict[str, Any]:
                    loss=f"{float(metrics['loss']):.4f}", phase=saving.phase)),
                Every(config.eval_every, evaluation), Every(config.checkpoint_every, saving, on_stop=True)]
     preemption = PreemptionWatch()
-    batch_sharding, train_steps, stopped = S.batch_shardings(mesh), {}, "done"
     try:
         while step < config.total_steps and stopped == "done":
             if task.phase(step) != phase:
@@ -169,8 +195,9 @@ def run(task: Task, workdir: str) -> dict[str, Any]:
             if phase not in train_steps:
                 train_steps[phase] = S.jit_train_step(graphdef, task, phase, phases.optimizers[phase],
                                                       mesh, sharding.state_shardings(state, mesh))
-            batch = task.stack([next(batches) for _ in range(config.optimizer.grad_accum)])
-            state, metrics = train_steps[phase](state, global_arrays(batch, batch_sharding, 1))
+            state, metrics = train_steps[phase](state, next(device_batches))
+            if step + 1 < config.total_steps:
+                device_batches.load()  # on the host while the devices run the step
             step, metrics = step + 1, jax.device_get(metrics)
             if not metrics["finite"]:
                 logging.warning("step %d: non-finite loss or gradient; update skipped (%d in a row)",
@@ -184,7 +211,7 @@ def run(task: Task, workdir: str) -> dict[str, Any]:
         if stopped != "done":
             logging.warning("stopped at step %d (%s)", step, stopped)
         checkpoints.wait()
-        if stopped == "done" and jax.process_count() == 1:
+        if stopped == "done":  # every process: the export is collective
             best = checkpoints.best_step()
             if best is not None and best != step:  # export what evaluation and extraction use
                 best_state = phases.abstract_state(checkpoints.meta(best)["phase"])[1]
@@ -192,8 +219,10 @@ def run(task: Task, workdir: str) -> dict[str, Any]:
                     best, abstract(best_state, sharding.state_shardings(best_state, mesh)))
                 logging.info("exporting the best checkpoint by dev score: step %d", best)
             task.export(nnx.merge(graphdef, state["params"], state["rng"]), workdir)
-        elif stopped == "done":
-            logging.info("multi-host run: export from one host (train.export_backbone)")
+    except BaseException as error:
+        if jax.process_count() > 1:  # another process may be gone: waiting on it would hang
+            distributed.exit_without_peers(error)
+        raise
     finally:
         bar.close()
         preemption.close()

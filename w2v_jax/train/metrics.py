@@ -28,16 +28,34 @@ def summarize_confusion(confusion: np.ndarray) -> dict[str, Any]:
 class MetricWriter:
     """Appends {"step", "time", <name>: value} lines to WORKDIR/metrics.jsonl; scalars also to TensorBoard.
 
-    Only the first process writes.
+    Only the first process writes. A run that starts at `start_step` (the restored checkpoint's
+    step, 0 for a new run) first drops what an interrupted process logged after that step, so
+    that each step appears once: metrics.jsonl is rewritten without those lines, and TensorBoard
+    is told to hide the older events from step start_step + 1 on (its purge step).
     """
 
-    def __init__(self, workdir: str, *, active: bool):
+    def __init__(self, workdir: str, *, active: bool, start_step: int = 0):
         self.active = active
         self.path = os.path.join(workdir, METRICS_FILE)
         self._tensorboard = None
         if active:
             from tensorboardX import SummaryWriter
-            self._tensorboard = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR))
+            self._drop_after(start_step)
+            self._tensorboard = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR),
+                                              purge_step=start_step + 1)
+
+    def _drop_after(self, step: int) -> None:
+        if not os.path.exists(self.path):
+            return
+        with open(self.path) as f:
+            lines = f.readlines()
+        # A line cut short by a kill is dropped too: it parses as no step.
+        kept = [line for line in lines if (logged := _step(line)) is not None and logged <= step]
+        if len(kept) < len(lines):
+            tmp = f"{self.path}.tmp-{os.getpid()}"
+            with open(tmp, "w") as f:
+                f.writelines(kept)
+            os.replace(tmp, self.path)
 
     def write(self, step: int, metrics: Mapping[str, Any]) -> None:
         if not self.active:
@@ -52,3 +70,10 @@ class MetricWriter:
     def close(self) -> None:
         if self._tensorboard is not None:
             self._tensorboard.close()
+
+
+def _step(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
