@@ -16,19 +16,37 @@ import optax
 from w2v_jax.analysis.sweep import map_layers
 
 
-def speaker_split(speakers: np.ndarray, *, test_fraction: float = 0.2,
-                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def speaker_split(speakers: np.ndarray, *, test_fraction: float = 0.2, seed: int = 0,
+                  strata: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Boolean (train, test) masks over samples with no speaker on both sides.
 
     speakers: (N,) speaker id per sample. About test_fraction of the speakers
-    (at least one, at most all but one) go to the test side.
+    (at least one, at most all but one) go to the test side. strata: (N,) optional
+    group of each sample's speaker (e.g. sex); then the fraction is drawn within each
+    group, so every group has speakers on both sides (a sex probe needs both sexes
+    in training and in testing).
     """
     speakers = np.asarray(speakers)
     ids = np.unique(speakers)
-    if len(ids) < 2:
-        raise ValueError("a speaker-disjoint split needs at least 2 speakers")
-    n_test = min(max(1, round(test_fraction * len(ids))), len(ids) - 1)
-    test_ids = np.random.default_rng(seed).choice(ids, n_test, replace=False)
+    if strata is None:
+        groups = {None: ids}
+    else:
+        strata = np.asarray(strata)
+        per_speaker = {s: np.unique(strata[speakers == s]) for s in ids}
+        mixed = [s for s, g in per_speaker.items() if len(g) > 1]
+        if mixed:
+            raise ValueError(f"speakers {mixed[:3]} fall in more than one stratum")
+        groups = {g: np.array([s for s in ids if per_speaker[s][0] == g])
+                  for g in np.unique(strata)}
+    rng = np.random.default_rng(seed)
+    test_ids = []
+    for group, members in groups.items():
+        if len(members) < 2:
+            where = "" if group is None else f" of stratum {group!r}"
+            raise ValueError(f"a speaker-disjoint split needs at least 2 speakers{where}, "
+                             f"got {len(members)}")
+        n_test = min(max(1, round(test_fraction * len(members))), len(members) - 1)
+        test_ids.extend(rng.choice(members, n_test, replace=False))
     test = np.isin(speakers, test_ids)
     return ~test, test
 
