@@ -2,8 +2,8 @@
 
 Each layer gets its own probe, trained full-batch with L-BFGS (optax) on
 standardised features with an L2 penalty, on training speakers only, and scored
-on held-out speakers. Splits are boolean masks, not slices, so every layer and
-split has the same static shapes and all layers train in one jit.
+on held-out speakers. The training and test rows are gathered once for all layers
+(the fit sees only the training rows), and all layers train in one jit.
 """
 
 from functools import partial
@@ -42,7 +42,7 @@ def speaker_split(speakers: np.ndarray, *, test_fraction: float = 0.2, seed: int
     test_ids = []
     for group, members in groups.items():
         if len(members) < 2:
-            where = "" if group is None else f" of stratum {group!r}"
+            where = "" if group is None else f" of stratum {group}"
             raise ValueError(f"a speaker-disjoint split needs at least 2 speakers{where}, "
                              f"got {len(members)}")
         n_test = min(max(1, round(test_fraction * len(members))), len(members) - 1)
@@ -94,18 +94,19 @@ def _scores(pred, labels, w, num_classes):
     return accuracy, jnp.sum(jnp.where(present, f1, 0)) / jnp.sum(present), correct
 
 
-@partial(jax.jit, static_argnames=("num_classes", "steps", "batch_size"))
-def _probe_layers_jit(h, labels, train, test, l2, num_classes, steps, batch_size):
-    valid = labels >= 0  # the ignore label (-1) takes part in nothing
-    safe = jnp.where(valid, labels, 0)
-    w_train = (train & valid).astype(h.dtype)
-    w_test = (test & valid).astype(h.dtype)
-    onehot = jax.nn.one_hot(safe, num_classes, dtype=h.dtype)
+@partial(jax.jit, static_argnames=("num_classes", "steps", "batch_size", "num_train"))
+def _probe_layers_jit(h, labels, l2, num_classes, steps, batch_size, num_train):
+    # h (L, N, D) holds the training rows first, then the test rows: the fit, the cost,
+    # sees the num_train training rows only.
+    onehot = jax.nn.one_hot(labels[:num_train], num_classes, dtype=h.dtype)
+    w_train = jnp.ones(num_train, h.dtype)
+    w_test = jnp.ones(h.shape[1] - num_train, h.dtype)
 
     def layer(x):
-        z = _standardise(x, w_train)
-        weights, bias = _fit(z, onehot, w_train, l2, steps)
-        return _scores(jnp.argmax(z @ weights + bias, axis=1), safe, w_test, num_classes)
+        z = _standardise(x, jnp.concatenate([w_train, jnp.zeros_like(w_test)]))
+        weights, bias = _fit(z[:num_train], onehot, w_train, l2, steps)
+        return _scores(jnp.argmax(z[num_train:] @ weights + bias, axis=1), labels[num_train:],
+                       w_test, num_classes)
 
     return map_layers(layer, h, batch_size)
 
@@ -154,6 +155,11 @@ def probe_layers(h: jax.Array, labels: np.ndarray, train: np.ndarray, test: np.n
                          "at least 2 classes")
     if not bool(jnp.isfinite(h).all()):
         raise ValueError("h contains NaN or inf")
-    acc, f1, correct = _probe_layers_jit(h, jnp.asarray(labels), jnp.asarray(train), jnp.asarray(test),
-                                l2, num_classes, steps, batch_size)
-    return {"accuracy": np.asarray(acc), "macro_f1": np.asarray(f1), "correct": np.asarray(correct)}
+    fit_rows = np.nonzero(train & (labels >= 0))[0]  # the ignore label takes part in nothing
+    score_rows = np.nonzero(test & (labels >= 0))[0]
+    rows = np.concatenate([fit_rows, score_rows])
+    acc, f1, hits = _probe_layers_jit(h[:, rows], jnp.asarray(labels[rows]), l2, num_classes,
+                                      steps, batch_size, len(fit_rows))
+    correct = np.zeros((h.shape[0], n), bool)
+    correct[:, score_rows] = np.asarray(hits)
+    return {"accuracy": np.asarray(acc), "macro_f1": np.asarray(f1), "correct": correct}
