@@ -104,3 +104,10 @@ def test_probe_command_end_to_end(tmp_path):
     assert saved["tasks"]["sex"]["sources"]["log_mel"]["accuracy"][0] > 0.7
     assert "Layer-wise profile" in open(os.path.join(workdir, "probes.md")).read()
     assert "clearly" in layer_probes.summary_text(result)
+
+
+def test_a_corpus_of_one_sex_is_refused():
+    _, speakers, _, labels = labelled_speakers()
+    table = {"speaker": speakers, "sex": np.zeros_like(speakers), "final": labels, "tone": labels}
+    with pytest.raises(layer_probes.DataError, match="one sex only"):
+        layer_probes.probe_sources({"pretrained": np.zeros((1, len(labels), 2), np.float32)}, table)

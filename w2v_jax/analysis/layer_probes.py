@@ -144,6 +144,8 @@ def probe_sources(features: dict[str, np.ndarray], table: dict[str, np.ndarray],
     """Every task of TASKS scored by `score_sources` on one speaker split (drawn within each
     sex); returns {"speakers": {"train", "test"}, "tasks": {task: score_sources(...)}}."""
     speakers = np.asarray(table["speaker"])
+    if len(np.unique(table["sex"][table["sex"] >= 0])) < 2:
+        raise DataError("the corpus holds speakers of one sex only: a sex probe needs both")
     try:
         train, test = speaker_split(speakers, test_fraction=test_fraction, seed=seed,
                                     strata=table["sex"])
