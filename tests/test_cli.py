@@ -36,6 +36,8 @@ def test_a_missing_directory_is_named_with_its_flag(tmp_path):
         "convert", "--hf_dir=/nonexistent", f"--output_dir={out}")
     assert "--hf_dir=/nonexistent: no such directory" in launch(
         "extract", "--hf_dir=/nonexistent", "--corpus_dir=/tmp", f"--out={out}")
+    assert "--model=/nonexistent: no such directory" in launch(
+        "probe", "--model=/nonexistent", "--corpus_dir=/tmp", f"--workdir={out}")
     assert not out.exists()
 
 

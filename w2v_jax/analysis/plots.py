@@ -33,14 +33,16 @@ def plot_layer_panels(curves: dict[str, dict[str, np.ndarray]], out: str | Path,
                       intervals: dict[str, dict[str, Interval]] | None = None,
                       chance: dict[str, Interval] | None = None,
                       reference: dict[str, float] | None = None, reference_name: str = "log-mel",
-                      ylabel: str = "SVCCA", ylim: tuple[float, float] | None = (0, 1),
+                      chance_name: str = CHANCE, ylabel: str = "SVCCA",
+                      ylim: tuple[float, float] | None = (0, 1),
                       max_columns: int = 3) -> list[Path]:
     """The paper's layout: one panel per label set, one curve per model, score against layer.
 
     curves[panel][model] is an (L + 1,) array (layer 0 = the CNN features' projection);
     intervals[panel][model] (low, high) arrays, drawn as bands in the curve's colour;
     chance[panel] (low, high) arrays, a grey band (what random features and permuted
-    labels score); reference[panel] a level drawn as a dashed line (e.g. log-mel).
+    labels score; chance_name names it in the legend); reference[panel] a level drawn
+    as a dashed line (e.g. log-mel).
     Panels wrap into rows of max_columns; a model keeps its colour in every panel;
     one legend for the figure; integer layer ticks.
     """
@@ -65,8 +67,8 @@ def plot_layer_panels(curves: dict[str, dict[str, np.ndarray]], out: str | Path,
         layers = np.arange(length)
         band = (chance or {}).get(panel)
         if band is not None:
-            handles[CHANCE] = ax.fill_between(layers, band[0], band[1], color="0.6", alpha=0.35,
-                                              lw=0)
+            handles[chance_name] = ax.fill_between(layers, band[0], band[1], color="0.6",
+                                                   alpha=0.35, lw=0)
         level = (reference or {}).get(panel)
         if level is not None:
             handles[reference_name] = ax.axhline(level, color="0.2", ls="--", lw=1)

@@ -2,8 +2,8 @@
 
 Each layer gets its own probe, trained full-batch with L-BFGS (optax) on
 standardised features with an L2 penalty, on training speakers only, and scored
-on held-out speakers. Splits are boolean masks, not slices, so every layer and
-split has the same static shapes and all layers train in one jit.
+on held-out speakers. The training and test rows are gathered once for all layers
+(the fit sees only the training rows), and all layers train in one jit.
 """
 
 from functools import partial
@@ -16,19 +16,37 @@ import optax
 from w2v_jax.analysis.sweep import map_layers
 
 
-def speaker_split(speakers: np.ndarray, *, test_fraction: float = 0.2,
-                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def speaker_split(speakers: np.ndarray, *, test_fraction: float = 0.2, seed: int = 0,
+                  strata: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Boolean (train, test) masks over samples with no speaker on both sides.
 
     speakers: (N,) speaker id per sample. About test_fraction of the speakers
-    (at least one, at most all but one) go to the test side.
+    (at least one, at most all but one) go to the test side. strata: (N,) optional
+    group of each sample's speaker (e.g. sex); then the fraction is drawn within each
+    group, so every group has speakers on both sides (a sex probe needs both sexes
+    in training and in testing).
     """
     speakers = np.asarray(speakers)
     ids = np.unique(speakers)
-    if len(ids) < 2:
-        raise ValueError("a speaker-disjoint split needs at least 2 speakers")
-    n_test = min(max(1, round(test_fraction * len(ids))), len(ids) - 1)
-    test_ids = np.random.default_rng(seed).choice(ids, n_test, replace=False)
+    if strata is None:
+        groups = {None: ids}
+    else:
+        strata = np.asarray(strata)
+        per_speaker = {s: np.unique(strata[speakers == s]) for s in ids}
+        mixed = [s for s, g in per_speaker.items() if len(g) > 1]
+        if mixed:
+            raise ValueError(f"speakers {mixed[:3]} fall in more than one stratum")
+        groups = {g: np.array([s for s in ids if per_speaker[s][0] == g])
+                  for g in np.unique(strata)}
+    rng = np.random.default_rng(seed)
+    test_ids = []
+    for group, members in groups.items():
+        if len(members) < 2:
+            where = "" if group is None else f" of stratum {group}"
+            raise ValueError(f"a speaker-disjoint split needs at least 2 speakers{where}, "
+                             f"got {len(members)}")
+        n_test = min(max(1, round(test_fraction * len(members))), len(members) - 1)
+        test_ids.extend(rng.choice(members, n_test, replace=False))
     test = np.isin(speakers, test_ids)
     return ~test, test
 
@@ -76,18 +94,19 @@ def _scores(pred, labels, w, num_classes):
     return accuracy, jnp.sum(jnp.where(present, f1, 0)) / jnp.sum(present), correct
 
 
-@partial(jax.jit, static_argnames=("num_classes", "steps", "batch_size"))
-def _probe_layers_jit(h, labels, train, test, l2, num_classes, steps, batch_size):
-    valid = labels >= 0  # the ignore label (-1) takes part in nothing
-    safe = jnp.where(valid, labels, 0)
-    w_train = (train & valid).astype(h.dtype)
-    w_test = (test & valid).astype(h.dtype)
-    onehot = jax.nn.one_hot(safe, num_classes, dtype=h.dtype)
+@partial(jax.jit, static_argnames=("num_classes", "steps", "batch_size", "num_train"))
+def _probe_layers_jit(h, labels, l2, num_classes, steps, batch_size, num_train):
+    # h (L, N, D) holds the training rows first, then the test rows: the fit, the cost,
+    # sees the num_train training rows only.
+    onehot = jax.nn.one_hot(labels[:num_train], num_classes, dtype=h.dtype)
+    w_train = jnp.ones(num_train, h.dtype)
+    w_test = jnp.ones(h.shape[1] - num_train, h.dtype)
 
     def layer(x):
-        z = _standardise(x, w_train)
-        weights, bias = _fit(z, onehot, w_train, l2, steps)
-        return _scores(jnp.argmax(z @ weights + bias, axis=1), safe, w_test, num_classes)
+        z = _standardise(x, jnp.concatenate([w_train, jnp.zeros_like(w_test)]))
+        weights, bias = _fit(z[:num_train], onehot, w_train, l2, steps)
+        return _scores(jnp.argmax(z[num_train:] @ weights + bias, axis=1), labels[num_train:],
+                       w_test, num_classes)
 
     return map_layers(layer, h, batch_size)
 
@@ -136,6 +155,11 @@ def probe_layers(h: jax.Array, labels: np.ndarray, train: np.ndarray, test: np.n
                          "at least 2 classes")
     if not bool(jnp.isfinite(h).all()):
         raise ValueError("h contains NaN or inf")
-    acc, f1, correct = _probe_layers_jit(h, jnp.asarray(labels), jnp.asarray(train), jnp.asarray(test),
-                                l2, num_classes, steps, batch_size)
-    return {"accuracy": np.asarray(acc), "macro_f1": np.asarray(f1), "correct": np.asarray(correct)}
+    fit_rows = np.nonzero(train & (labels >= 0))[0]  # the ignore label takes part in nothing
+    score_rows = np.nonzero(test & (labels >= 0))[0]
+    rows = np.concatenate([fit_rows, score_rows])
+    acc, f1, hits = _probe_layers_jit(h[:, rows], jnp.asarray(labels[rows]), l2, num_classes,
+                                      steps, batch_size, len(fit_rows))
+    correct = np.zeros((h.shape[0], n), bool)
+    correct[:, score_rows] = np.asarray(hits)
+    return {"accuracy": np.asarray(acc), "macro_f1": np.asarray(f1), "correct": correct}
