@@ -18,7 +18,6 @@ pytestmark = pytest.mark.timeout(900)
 def small_config():
     c = configs.paper.get_config("demo")
     c.finetune = ("sex", "tone+sex")
-    c.train.init, c.train.freeze_feature_encoder = "random", False  # tiny, from scratch: fast
     c.corpus.update(speakers=14, utterances=6, dev_speakers=2, test_speakers=6)
     c.train.total_steps, c.train.freeze_steps = 120, 10
     c.train.eval_every = c.train.checkpoint_every = 60
