@@ -1,4 +1,5 @@
-r"""The small model we ship: wav2vec 2.0 pre-trained from scratch on generated Mandarin speech.
+r"""A small wav2vec 2.0 pre-trained from scratch on generated Mandarin speech (the model to ship;
+not shipped yet: this recipe does not learn enough, see BUILD_NOTES "Pre-training the small model").
 
   python -m launch.make_corpus --out=/tmp/w2v-jax/espeak --speakers=120 --utterances=40 --first_speaker=40 --seed=1
   python -m launch.pretrain --config=configs/pretrain_small.py --workdir=/tmp/w2v-jax/pretrain_small \
@@ -8,14 +9,17 @@ r"""The small model we ship: wav2vec 2.0 pre-trained from scratch on generated M
 Close to the issue's calibration with transformers (hidden 256, 4 layers, 128-channel CNN,
 2 x 64 codewords, 50 distractors, batch 8 x 3 s). fairseq's Base objective otherwise (mask
 0.65 x 10 frames, feature penalty 10, CNN gradient x 0.1) with three changes for a run this
-short and batches this small, each measured (BUILD_NOTES, "Pre-training the shipped model"):
+short and batches this small, each measured (BUILD_NOTES, "Pre-training the small model"):
 - the diversity loss weighs 0.5, not 0.1: at 0.1 the codebook collapsed to one codeword (code
   perplexity 1, contrastive loss 0, since distractors equal to the positive drop out) as soon
   as the loss began to fall, at lr 5e-4 (step ~250) and 1e-3 (step 12); at lr 2e-4 the
   perplexity was falling the same way when we stopped it;
 - the Gumbel temperature anneals 2 -> 0.5 within the run (decay 0.99908 per update, not
   fairseq's 0.999995 over 400k updates);
-- 1,500 updates, warm-up 16 %: about 25 to 50 minutes on 2 CPU cores (0.5 to 1 update/s).
+- 1,500 updates, warm-up 16 %: 39 minutes on 2 CPU cores (0.5 to 1 update/s).
+Measured: dev contrastive loss 3.69 (chance ln 51 = 3.93), dev accuracy 0.11; linear probes on
+held-out voices beat random init on finals (0.24 against 0.15) but not log-mel (0.65), and tone
+stays at chance: the codebook no longer collapses, but the model learns too little.
 Data: any folder of 16 kHz wav/flac, or an AISHELL-layout corpus (its train split; dev for
 evaluation).
 """
