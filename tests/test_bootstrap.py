@@ -21,6 +21,7 @@ def data():
     return h, labels, groups
 
 
+@pytest.mark.slow
 def test_resamples_match_reference_on_repeated_speakers(data):
     h, labels, groups = data
     y = np.eye(3)[labels]

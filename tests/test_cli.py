@@ -41,6 +41,7 @@ def test_a_missing_directory_is_named_with_its_flag(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_an_unknown_config_key_names_the_nearest_valid_one(tmp_path):
     line = launch("train", *TINY, f"--workdir={tmp_path / 'w'}", "--config.totl_steps=30")
     assert line.endswith("--config.totl_steps: unknown key 'totl_steps': did you mean 'total_steps'?")
@@ -50,6 +51,7 @@ def test_an_unknown_config_key_names_the_nearest_valid_one(tmp_path):
     assert not (tmp_path / "w").exists() and not (tmp_path / "d").exists()
 
 
+@pytest.mark.slow
 def test_pretraining_and_corpus_mistakes_are_one_line(tmp_path):
     line = launch("pretrain", "--config=configs/pretrain_small.py", f"--workdir={tmp_path / 'p'}",
                   "--config.totl_steps=30")
@@ -61,6 +63,7 @@ def test_pretraining_and_corpus_mistakes_are_one_line(tmp_path):
     assert not (tmp_path / "p").exists() and not (tmp_path / "c").exists()
 
 
+@pytest.mark.slow
 def test_a_config_files_own_complaint_and_an_unknown_flag(tmp_path):
     assert "configs/paper.py argument 'bogus'" in launch(
         "experiment", "--config=configs/paper.py:bogus", f"--workdir={tmp_path}")
@@ -107,6 +110,7 @@ def test_a_missing_store_and_too_few_speakers(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_a_refused_store_is_kept(tmp_path, synthetic_corpus):  # noqa: F811
     out = tmp_path / "emb"
     (out / "notes").mkdir(parents=True)
@@ -115,6 +119,7 @@ def test_a_refused_store_is_kept(tmp_path, synthetic_corpus):  # noqa: F811
     assert (out / "notes").is_dir()  # it existed before: never removed
 
 
+@pytest.mark.slow
 def test_verbosity_shows_the_traceback(tmp_path):
     args = ["-m", "launch.convert", f"--hf_dir={tmp_path}", f"--output_dir={tmp_path}/o"]
     assert f"{tmp_path}" in launch("convert", *args[2:])  # a directory without a checkpoint

@@ -77,6 +77,7 @@ def test_interrupted_build_does_not_load(tmp_path, synthetic_corpus, cfg):
         tfds.data_source("aishell1", split="train", data_dir=os.fspath(data_dir), download=False)
 
 
+@pytest.mark.slow
 def test_prepare_data_cli_reports_skips(tmp_path, synthetic_corpus):
     corpus = tmp_path / "corpus"
     shutil.copytree(synthetic_corpus, corpus)

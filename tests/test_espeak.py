@@ -138,6 +138,7 @@ def test_bad_arguments(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_f0_shows_tones_and_sex(corpus):
     """librosa.pyin over the finals: tone 2 rises, tone 4 falls, women speak higher."""
     import librosa

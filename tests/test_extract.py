@@ -71,6 +71,7 @@ def assert_rows_are_the_models(store, model, data):
         np.testing.assert_allclose(cnn[i], features, atol=2e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["layer", "group"])
 def test_store_rows_equal_the_models_hidden_states(tmp_path, norm, test_split):
     model = tiny(norm)
@@ -138,6 +139,7 @@ def saved_batches(out) -> int:
         return json.load(f)["batches"]
 
 
+@pytest.mark.slow
 def test_interrupted_extraction_resumes_without_recomputing_saved_batches(
         tmp_path, tiny_model, test_split, monkeypatch):
     one_device = sharding.make_mesh(devices=jax.devices()[:1])
@@ -175,6 +177,7 @@ def test_unfinished_extraction_refuses_another_plan_of_batches(tmp_path, tiny_mo
         extract(tiny_model, test_split, out, batch_size=2, mesh=one_device)
 
 
+@pytest.mark.slow
 def test_extract_cli_joins_a_two_process_run(synthetic_corpus, tiny_model, test_split, tmp_path):  # noqa: F811
     out = str(tmp_path / "store")
     port = portpicker.pick_unused_port()

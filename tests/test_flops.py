@@ -50,6 +50,7 @@ def test_forward_count_matches_xla(model_split):
     assert xla_flops(loss, other, cnn) == pytest.approx(ours, rel=0.02)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("freeze_cnn", [True, False])
 def test_step_count_matches_xla(model_split, freeze_cnn):
     """Backward: twice the forward of each trained matmul; a frozen CNN runs forward only."""

@@ -41,6 +41,7 @@ def copy_checkpoint(src, dst, edit):
     return dst
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["group", "layer"])
 def test_export_loads_in_transformers_and_round_trips_exactly(tmp_path, audio_batch, variant):
     config = Wav2Vec2Config.from_hf(tiny_hf_config(variant).to_dict())
@@ -119,6 +120,7 @@ def test_unsupported_config_values_are_named(hf_checkpoints, tmp_path, field, va
         load_pretrained(str(tmp_path / "bad"))
 
 
+@pytest.mark.slow
 def test_convert_cli_round_trip(hf_checkpoints, tmp_path):
     src = hf_checkpoints["layer"]
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}

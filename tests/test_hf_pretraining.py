@@ -20,6 +20,7 @@ def params_of(model):
             for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
 
 
+@pytest.mark.slow
 def test_export_loads_in_transformers_with_the_same_outputs(tmp_path):
     config = Wav2Vec2Config.from_hf(tiny_hf_config("layer").to_dict())
     ours = Wav2Vec2ForPreTraining(config, PretrainingConfig(**TINY_PRETRAINING), rngs=nnx.Rngs(3))

@@ -40,6 +40,7 @@ def test_speaker_split_keeps_both_strata_on_both_sides():
         speaker_split(speakers[:3 * PER_SPEAKER], strata=sex[:3 * PER_SPEAKER])
 
 
+@pytest.mark.slow
 def test_label_carrying_features_score_near_one_and_noise_near_chance():
     rng, speakers, sex, labels = labelled_speakers()
     noise = lambda layers, width: rng.standard_normal((layers, len(labels), width)).astype(np.float32)

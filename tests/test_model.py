@@ -99,6 +99,7 @@ def _forward_with_rng(model, audio, deterministic):
     return call, traces
 
 
+@pytest.mark.slow
 def test_layerdrop_skips_layers_without_recompiling():
     audio = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8000)), jnp.float32)
     # hidden_states[-1] before the final LayerNorm, so a skipped stack's outputs are its input
@@ -115,6 +116,7 @@ def test_layerdrop_skips_layers_without_recompiling():
     assert len(patterns) > 1 and len(traces) == 1
 
 
+@pytest.mark.slow
 def test_dropout_draws_fresh_masks_and_is_off_when_deterministic():
     audio = jnp.asarray(np.random.default_rng(1).normal(size=(2, 8000)), jnp.float32)
     model = tiny_model(layerdrop=0.0)
@@ -127,6 +129,7 @@ def test_dropout_draws_fresh_masks_and_is_off_when_deterministic():
     assert not np.allclose(first, clean)
 
 
+@pytest.mark.slow
 def test_forward_sharded_over_data_and_fsdp_equals_one_device(hf_checkpoints):
     assert jax.device_count() == 8
     rng = np.random.default_rng(2)
@@ -174,6 +177,7 @@ def test_grouped_conv_gradients_match_torch(width, groups):
     np.testing.assert_allclose(dkernel, tk.grad.numpy().transpose(2, 1, 0), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_attention_with_dropout_path_masks_padding_like_the_fused_one():
     """Training with attention dropout writes the attention out (dot_product_attention has no
     dropout); at a vanishing rate it must equal the fused path, padded keys masked alike."""

@@ -53,6 +53,7 @@ def test_unrolled_layers_and_remat_compute_the_same_function(hf_checkpoints, aud
         assert max_diff_on_real_frames(a, b, frame_mask) <= TOLERANCE
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant,policy", [("group", "save_dots"), ("layer", "save_nothing")])
 def test_remat_policies_give_transformers_gradients(hf_checkpoints, audio_batch, variant, policy):
     """d(a random projection of the real frames' last hidden state)/d(the feed-forward weights

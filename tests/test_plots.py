@@ -57,6 +57,7 @@ def test_pca_matches_numpy_svd():
     np.testing.assert_allclose(np.abs(got), np.abs(u[:, :2] * s[:2]), atol=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["pca", "umap"])
 def test_projection_scatter(tmp_path, method):
     rng = np.random.default_rng(1)

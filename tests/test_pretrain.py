@@ -113,6 +113,7 @@ def test_temperature_schedule():
 
 
 # ------------------------------------------------------------------ quantizer
+@pytest.mark.slow
 def test_straight_through_is_hard_forward_soft_backward():
     quantizer = GumbelQuantizer(6, 2, 5, 4, rngs=nnx.Rngs(0))
     features = jax.random.normal(jax.random.key(1), (2, 3, 6))
@@ -146,6 +147,7 @@ class _Fixed:
         return self.out
 
 
+@pytest.mark.slow
 def test_fairseq_loss_against_a_hand_worked_example():
     from w2v_jax.models.pretraining import PreTrainingOutput
 
@@ -185,6 +187,7 @@ def test_fairseq_loss_against_a_hand_worked_example():
 
 
 # ------------------------------------------------------------------- training
+@pytest.mark.slow
 def test_training_step_gradients_and_feature_grad_mult():
     config = Wav2Vec2Config.from_hf(tiny_hf_config("layer").to_dict(), num_hidden_layers=1)
     model = Wav2Vec2ForPreTraining(config, PretrainingConfig(**TINY_PRETRAINING), rngs=nnx.Rngs(0))

@@ -30,7 +30,7 @@ def get_config():
                    intermediate_size=64, conv_dim=(16,) * 7, num_conv_pos_embeddings=8,
                    num_conv_pos_embedding_groups=4)
     c.pretraining.update(num_codevectors_per_group=8, codevector_dim=16, proj_codevector_dim=16)
-    c.objective.num_negatives = 10
+    c.objective.num_negatives, c.objective.temperature_decay = 10, 0.99908
     c.data.update(batch_size=4, eval_batch_size=4, max_seconds=1.0, min_seconds=0.5, num_buckets=1)
     c.optimizer.grad_accum = 2
     c.optimizer.learning_rate = 2e-3
@@ -46,7 +46,7 @@ def _tiny_config(corpus):
     c.model.update(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                    conv_dim=(16,) * 7, num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4)
     c.pretraining.update(num_codevectors_per_group=8, codevector_dim=16, proj_codevector_dim=16)
-    c.objective.num_negatives = 10
+    c.objective.num_negatives, c.objective.temperature_decay = 10, 0.99908
     c.data.update(dir=corpus, batch_size=8, eval_batch_size=8, min_seconds=0.5)
     return c
 
@@ -177,9 +177,9 @@ def test_a_run_logs_every_metric_and_exports_a_model(reference):
                 "temperature", "grad_norm", "learning_rate", "prob_perplexity/g0",
                 "prob_perplexity/g1", "code_perplexity/g0", "code_perplexity/g1", "masked_frames"):
         assert all(np.isfinite(r[f"train/{key}"]) for r in train), key
-    # The temperature of the steps: fairseq's max(2 * decay ** step, 0.5), decay 0.9999.
+    # The temperature of the steps: fairseq's max(2 * decay ** step, 0.5), the config's decay.
     np.testing.assert_allclose([r["train/temperature"] for r in train],
-                               [max(2 * 0.9999 ** s, 0.5) for s in range(TOTAL)], rtol=1e-6)
+                               [max(2 * 0.99908 ** s, 0.5) for s in range(TOTAL)], rtol=1e-6)
     assert all(1 <= r["train/prob_perplexity/g0"] <= 8 for r in train)
     dev = [r for r in records if "dev/loss" in r]
     assert [r["step"] for r in dev] == list(range(2, TOTAL + 1, 2))

@@ -22,6 +22,7 @@ def test_speaker_split_is_disjoint():
         speaker_split(np.zeros(4))
 
 
+@pytest.mark.slow
 def test_probes_beat_chance_only_when_there_is_signal():
     rng = np.random.default_rng(0)
     spk, labels, noise, centroids = corpus(rng)

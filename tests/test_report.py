@@ -55,6 +55,7 @@ def test_label_rows_keep_labelled_segments_and_renumber_present_classes(store):
     np.testing.assert_array_equal(classes, store.table["final"][rows] - 1)  # finals 1..5 -> 0..4
 
 
+@pytest.mark.slow
 def test_scores_follow_the_planted_signal(store):
     scores = score_store(store, label_sets=("tone", "sex"), metrics=("svcca", "cka"), bootstrap=0,
                          floors=False)
@@ -68,6 +69,7 @@ def test_scores_follow_the_planted_signal(store):
     assert scores["sex"]["svcca"].max() < np.sqrt((DIM + 4 * np.sqrt(2 * DIM)) / len(store))
 
 
+@pytest.mark.slow
 def test_report_files(store, tmp_path):
     scores = {"rising": score_store(store, label_sets=("tone",))}
     path = write_report(scores, {"rising": store}, str(tmp_path), umap=False)
@@ -80,6 +82,7 @@ def test_report_files(store, tmp_path):
     assert rows[0] == "model,label_set,score,layer,value" and len(rows) > NUM_LAYERS
 
 
+@pytest.mark.slow
 def test_analyze_cli(store, tmp_path):
     tuned = make_store(str(tmp_path / "tuned"), seed=1)
     out = tmp_path / "out"
@@ -131,6 +134,7 @@ def test_nan_error_names_store_layer_and_label_set(tmp_path):
         score_store(store, label_sets=("sex",), probes=False, bootstrap=0, floors=False)
 
 
+@pytest.mark.slow
 def test_label_sets_that_cannot_be_scored_are_skipped(tmp_path, caplog):
     store = make_store(str(tmp_path / "one-sex"))
     store.table["sex"][:] = 0
@@ -158,6 +162,7 @@ def test_probe_skipped_with_a_warning_when_training_speakers_lack_a_class(tmp_pa
     assert scores["final"]["probe_reason"] == why and f"final: no probe: {why}" in caplog.text
 
 
+@pytest.mark.slow
 def test_bootstrap_interval_leaves_out_single_sex_resamples(store, caplog):
     """Sex is speaker % 2 over 6 speakers: a resample draws one sex only with p = 1/32."""
     counts = np.asarray(resample_counts(jax.random.key(0), SPEAKERS, 40))  # speakers sorted
@@ -209,6 +214,7 @@ def markdown_tables(text):
     return tables
 
 
+@pytest.mark.slow
 def test_report_verdicts_first_with_well_formed_tables(tmp_path):
     """Two stores of the same segments (one with 3 layers, a short model), bootstrap,
     floors, log-mel features, the layer-to-layer curve and the claims."""
@@ -242,6 +248,10 @@ def test_report_verdicts_first_with_well_formed_tables(tmp_path):
         assert all(len(row) == len(header) for row in rows), header
     for name in ("svcca_layers.png", "probe_layers.png", "layer_similarity.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
+    # the floor in numbers: the highest chance score over both models' permuted and random draws
+    tone_floor = max(max(scores[m]["tone"]["svcca_permuted"].max(),
+                         np.max(scores[m]["tone"]["svcca_random"])) for m in scores)
+    assert f"tone {tone_floor:.2f}" in text.split("Chance floor", 1)[1].split("\n", 1)[0]
 
 
 def test_markdown_table_rejects_ragged_rows():

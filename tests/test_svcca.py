@@ -118,6 +118,7 @@ def test_independent_noise_scores_near_zero(x64):
     assert float(cka(x, labels)) < 0.01
 
 
+@pytest.mark.slow
 def test_kept_dimensions_do_not_recompile(x64):
     rng = np.random.default_rng(9)
     layers, n, d = 4, 300, 12
@@ -141,6 +142,7 @@ def test_kept_dimensions_do_not_recompile(x64):
     assert cca_module._pwcca_layers_jit._cache_size() == 1
 
 
+@pytest.mark.slow
 def test_layer_variants_match_references(x64):
     rng = np.random.default_rng(10)
     h = np.stack([labelled(rng, 300, 10, 4, signal=s)[0] for s in (0.1, 0.5, 2.0)])

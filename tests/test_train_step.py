@@ -159,6 +159,7 @@ def test_the_feature_encoder_is_trainable_unless_frozen(before):
         assert {path[0] for path, _ in nnx.to_flat_state(heads_only)} == {"heads"}
 
 
+@pytest.mark.slow
 def test_a_nonfinite_loss_skips_the_update(phase1, before, one_device):
     _, _, step = phase1
     model = _model(("tone", "sex"))
@@ -177,6 +178,7 @@ def test_a_nonfinite_loss_skips_the_update(phase1, before, one_device):
     assert int(_groups(state)["heads"].inner_state.count) == 0  # the skipped step left Adam untouched
 
 
+@pytest.mark.slow
 def test_accumulation_averages_over_every_frame_of_the_accumulated_batch(one_device):
     """grad_accum=2 over two different micro-batches (different numbers of labelled frames) makes
     the update of one batch holding both: the loss is the mean over all their frames, not the
@@ -226,6 +228,7 @@ def test_eight_devices_match_one(phase2, axes):
         np.testing.assert_allclose(_flat(eight["params"])[path], value, rtol=1e-4, atol=1e-5, err_msg=path)
 
 
+@pytest.mark.slow
 def test_head_dropout_acts_in_training_only():
     """head_dropout > 0: two training forwards differ (fresh masks), evaluation equals that of the
     same weights with head_dropout=0. The backbone has no randomness here: its training forward

@@ -264,6 +264,18 @@ def chance_band(scores: dict[str, Scores], label_set: str, prefix: str
     return floors.min(axis=0), floors.max(axis=0)
 
 
+def floor_text(scores: dict[str, Scores]) -> str:
+    """The chance floor in numbers: per label set, the highest SVCCA that random features or
+    permuted labels reached at any layer (the top of the grey band)."""
+    floors = {ls: float(band[1].max()) for ls in dict.fromkeys(
+        ls for by in scores.values() for ls in _scored(by)) if (band := chance_band(scores, ls, "svcca"))}
+    if not floors:
+        return "No chance floor was computed."
+    return ("Chance floor (the top of the grey band: random features of the model's width and "
+            "permuted labels, any layer): " + ", ".join(f"{ls} {v:.2f}" for ls, v in floors.items())
+            + ".")
+
+
 _FIGURES = (  # (score, floor prefix, axis label, file)
     ("svcca", "svcca", "SVCCA", "svcca_layers"),
     ("probe_accuracy", "probe", "probe accuracy (held-out speakers)", "probe_layers"),
@@ -440,7 +452,7 @@ def write_report(scores: dict[str, Scores], stores: dict[str, store_lib.Store], 
                   "rate; shaded: 95% speaker-bootstrap interval.", "",
                   f"![{name} per layer]({figure})", "", score_table(scores, metric), ""]
         if metric == "svcca":
-            parts += ["### Above chance", "", above_chance_table(scores), ""]
+            parts += [floor_text(scores), "", "### Above chance", "", above_chance_table(scores), ""]
     if similarity:
         figure = similarity_figure(similarity, out_dir)
         parts += ["## Where fine-tuning changed the model", "",
