@@ -88,3 +88,15 @@ def test_a_rerun_skips_every_finished_stage(demo, monkeypatch):
     monkeypatch.setattr(pipeline, "evaluate_run", no_training)
     again = experiment.run(small_config(), workdir)
     assert set(again["accuracy"]) == {"sex", "tone+sex"}
+
+
+def test_the_report_says_which_model_the_fine_tunings_start_from(tmp_path):
+    from w2v_jax.experiment.tables import backbone_text
+
+    c = small_config().train
+    assert backbone_text(c).startswith("random initialisation (preset tiny, seed 0), not pre-trained")
+    (tmp_path / "training.json").write_text(json.dumps(
+        {"last_train": {"step": 1500}, "data": {"train": {"hours": 3.305, "files": 3840}}}))
+    c.init = f"model:{tmp_path}"
+    assert backbone_text(c) == (f"`model:{tmp_path}`, pre-trained (self-supervised) for 1500 "
+                                f"updates on 3.305 h of audio (3840 files; `{tmp_path}/training.json`)")

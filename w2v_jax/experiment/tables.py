@@ -78,4 +78,4 @@ def backbone_text(t) -> str:
     last = r["last_train"] or {}
     return (f"`{t.init}`, pre-trained (self-supervised) for {last.get('step', '?')} updates on "
             f"{r['data']['train']['hours']} h of audio ({r['data']['train']['files']} files; "
-            f"its model card: `{directory}/README.md`)")
+            f"`{record}`)")

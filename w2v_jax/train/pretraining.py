@@ -394,9 +394,12 @@ def export_model(workdir: str, out_dir: str, step: str | int = "best") -> int:
 
 def write_training_record(workdir: str, model_dir: str, step: int | None = None) -> None:
     """Beside an exported model: training.json (the run's config and data, every dev evaluation,
-    the last train metrics, the exported step when chosen) and its training curves."""
+    the last train metrics, the exported step when chosen) and its training curves. Written by
+    process 0 alone, which holds metrics.jsonl (the export itself is collective)."""
     from w2v_jax.analysis.plots import plot_training_curves
 
+    if jax.process_index() != 0:
+        return
     with open(os.path.join(workdir, METRICS_FILE)) as f:
         rows = [json.loads(line) for line in f if line.strip()]
     train_rows = [r for r in rows if "train/loss" in r]
