@@ -36,9 +36,10 @@ from absl import logging
 from flax import nnx
 
 from w2v_jax import checkpoint, pretrain, sharding
-from w2v_jax.files import write_json
+from w2v_jax.data import espeak
 from w2v_jax.data.audio import SAMPLE_RATE
 from w2v_jax.data.unlabelled import AudioBatches, AudioFiles, audio_files
+from w2v_jax.files import write_json
 from w2v_jax.models import ConfigError, Wav2Vec2Config
 from w2v_jax.models.config import PRESETS
 from w2v_jax.models.pretraining import PretrainingConfig, Wav2Vec2ForPreTraining
@@ -392,8 +393,21 @@ def export_model(workdir: str, out_dir: str, step: str | int = "best") -> int:
     return int(chosen)
 
 
+def generated_corpus(data_dir: str) -> dict[str, Any] | None:
+    """The voices of an eSpeak corpus (None for other audio), so a reader of the model can check
+    which speakers it heard: {"generator", "seed", "speakers": voice indices}."""
+    path = os.path.join(data_dir, espeak.SUMMARY_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        summary = json.load(f)
+    return {"generator": "espeak", "seed": summary["seed"],
+            "speakers": sorted(v["index"] for split in summary["speakers"].values() for v in split)}
+
+
 def write_training_record(workdir: str, model_dir: str, step: int | None = None) -> None:
-    """Beside an exported model: training.json (the run's config and data, every dev evaluation,
+    """Beside an exported model: training.json (the run's config and data, its generated corpus's
+    voices, every dev evaluation,
     the last train metrics, the exported step when chosen) and its training curves. Written by
     process 0 alone, which holds metrics.jsonl (the export itself is collective)."""
     from w2v_jax.analysis.plots import plot_training_curves
@@ -405,9 +419,10 @@ def write_training_record(workdir: str, model_dir: str, step: int | None = None)
     train_rows = [r for r in rows if "train/loss" in r]
     with open(os.path.join(workdir, DATA_FILE)) as f:
         data = json.load(f)
+    config = run_config(workdir)
     write_json(os.path.join(model_dir, TRAINING_FILE), {
         "workdir": os.path.abspath(workdir), "exported_step": step, "data": data,
-        "config": run_config(workdir).to_dict(),
+        "corpus": generated_corpus(config.data.dir), "config": config.to_dict(),
         "last_train": train_rows[-1] if train_rows else None,
         "dev": [r for r in rows if "dev/loss" in r]})
     groups = sorted({k.rsplit("/", 1)[1] for r in rows for k in r if "/code_perplexity/" in k})
