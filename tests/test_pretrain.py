@@ -49,6 +49,38 @@ def test_eval_losses_equal_transformers(hf_pretraining_checkpoints, variant):
     assert float(got["num_masked"]) == sampled["mask_time_indices"].sum()
 
 
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_eval_gradients_equal_transformers(hf_pretraining_checkpoints, variant):
+    """Training follows the gradient, not the loss: d contrastive_loss / d every parameter
+    equals transformers' autograd (eval mode, the CNN gradient unscaled as transformers has it)."""
+    from w2v_jax.hf.convert import to_state_dict
+
+    path = hf_pretraining_checkpoints[variant]
+    theirs = transformers.Wav2Vec2ForPreTraining.from_pretrained(path).eval()
+    ours = load_pretrained(path, pretraining=True)
+    audio, mask, sampled = batch_for(variant, ours.config.num_frames)
+    theirs(torch.from_numpy(audio), attention_mask=torch.from_numpy(mask),
+           mask_time_indices=torch.from_numpy(sampled["mask_time_indices"]),
+           sampled_negative_indices=torch.from_numpy(
+               sampled["sampled_negative_indices"]).long()).contrastive_loss.backward()
+    expected = {name: p.grad.numpy() for name, p in theirs.named_parameters() if p.grad is not None}
+
+    graphdef, params, rest = nnx.split(ours, nnx.Param, ...)
+    unscaled = pretrain.Objective(num_negatives=7, feature_grad_mult=1.0)
+
+    def contrastive(p):
+        return pretrain.pretraining_loss(nnx.merge(graphdef, p, rest), audio, mask,
+                                         sampled["mask_time_indices"],
+                                         sampled["sampled_negative_indices"],
+                                         objective=unscaled)["contrastive_loss"]
+
+    got = to_state_dict(nnx.merge(graphdef, jax.jit(jax.grad(contrastive))(params), rest))
+    assert len(expected) > 20 and set(expected) <= set(got), set(expected) - set(got)
+    for name, grad in expected.items():
+        scale = np.linalg.norm(grad)
+        assert np.linalg.norm(got[name] - grad) <= 1e-4 * scale + 1e-7, (name, scale)
+
+
 # ----------------------------------------------------------------------- samplers
 def test_span_mask_covers_only_real_frames_in_spans():
     rng = np.random.default_rng(0)
