@@ -50,3 +50,38 @@ def transformers_per_utterance(model, audio, mask):
         last_hidden_state=batch(lambda out: out.last_hidden_state),
         extract_features=batch(lambda out: out.extract_features))
     return outputs, frames
+
+
+def check_transformers_export(model_dir: str, out_dir: str, env: dict, seconds: float = 1.0):
+    """`launch.convert --to_hf` of our pre-training model directory: transformers'
+    Wav2Vec2ForPreTraining loads it with no missing or unexpected key and computes the same
+    projected states (eval mode, a fixed span mask) as our model."""
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+    import torch
+    import transformers
+
+    from w2v_jax import checkpoint
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-m", "launch.convert", "--to_hf",
+                             f"--checkpoint={model_dir}", f"--output_dir={out_dir}"],
+                            env=env, cwd=repo, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    hf, info = transformers.Wav2Vec2ForPreTraining.from_pretrained(str(out_dir), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    ours = checkpoint.load_pretraining_model(str(model_dir))
+    samples = int(16000 * seconds)
+    audio = np.random.default_rng(0).standard_normal((2, samples)).astype(np.float32)
+    mask = np.zeros((2, ours.config.num_frames(samples)), bool)
+    mask[:, 10:20] = True
+    with torch.no_grad():
+        expected = hf.eval()(torch.from_numpy(audio), mask_time_indices=torch.from_numpy(mask))
+    got = ours(audio, None, mask, deterministic=True)
+    np.testing.assert_allclose(np.asarray(got.projected_states), expected.projected_states.numpy(),
+                               atol=2e-4, rtol=2e-3)
+    np.testing.assert_allclose(np.asarray(got.projected_quantized_states),
+                               expected.projected_quantized_states.numpy(), atol=2e-4, rtol=2e-3)
