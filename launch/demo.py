@@ -1,12 +1,13 @@
 r"""The built-in default: the paper's grid on generated eSpeak NG Mandarin speech.
 
-  python -m launch.demo                      # about 5 minutes on 2 CPU cores
+  python -m launch.demo                      # about 10 minutes on 2 CPU cores
   python -m launch.demo --workdir=/tmp/w2v-jax/demo400 --config.train.total_steps=400
 
 Generates a 40-speaker Mandarin corpus with eSpeak NG (exact phone alignments from the
-synthesiser), fine-tunes five tiny models (tone, finals, sex,
-tone+sex, finals+sex), extracts every layer at the central frame of each phone, scores
-each layer with SVCCA and writes WORKDIR/report/report.md. Rerunning resumes.
+synthesiser), fine-tunes the shipped self-supervised model (models/w2v2-small-cmn) five
+times (tone, finals, sex, tone+sex, finals+sex; the heads alone, then all but the CNN),
+extracts every layer at the central frame of each phone, scores each layer with SVCCA and
+writes WORKDIR/report/report.md. Rerunning resumes.
 """
 
 from absl import flags
