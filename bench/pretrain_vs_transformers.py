@@ -17,6 +17,7 @@ A gap in the curves would be a defect of our training that the one-step parity t
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import tempfile
@@ -115,7 +116,7 @@ def main(argv):
         ours, our_seconds = train_ours(c, workdir)
     theirs, their_seconds = train_transformers(c)
     print(f"\ncontrastive loss per masked frame (chance ln({c.objective.num_negatives + 1}) "
-          f"= {__import__('math').log(c.objective.num_negatives + 1):.2f}), "
+          f"= {math.log(c.objective.num_negatives + 1):.2f}), "
           f"mean over each {FLAGS.every} updates:")
     print(f"{'updates':>8} {'w2v-jax':>9} {'transformers':>13} {'difference':>11}")
     for i, (a, b) in enumerate(zip(ours, theirs)):

@@ -1,5 +1,5 @@
 r"""The small wav2vec 2.0 that ships in models/w2v2-small-cmn, pre-trained from scratch on
-generated Mandarin speech: one command, about 45 minutes on 2 CPU cores.
+generated Mandarin speech: one command, about 50 minutes on 2 CPU cores.
 
   python -m launch.make_corpus --out=/tmp/w2v-jax/espeak --speakers=120 --utterances=40 --first_speaker=40 --seed=1
   python -m launch.pretrain --config=configs/pretrain_small.py --workdir=/tmp/w2v-jax/pretrain_small \

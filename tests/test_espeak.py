@@ -181,3 +181,12 @@ def test_noise_and_reverberation_leave_the_alignment():
     snr = 10 * np.log10(np.mean(speech ** 2) / np.mean(silence ** 2))
     assert 8 < snr < 22  # drawn from [10, 20] dB; the speech part holds noise and reverb too
     assert np.abs(clean.audio[:lead]).max() < 1e-3
+
+
+def test_a_pretraining_record_names_the_voices_heard(corpus, tmp_path):
+    """training.json's "corpus": which eSpeak voices a model was pre-trained on (None elsewhere)."""
+    from w2v_jax.train.pretraining import generated_corpus
+
+    assert generated_corpus(corpus) == {"generator": "espeak", "seed": 3,
+                                        "speakers": list(range(SPEAKERS))}
+    assert generated_corpus(str(tmp_path)) is None

@@ -406,10 +406,10 @@ def generated_corpus(data_dir: str) -> dict[str, Any] | None:
 
 
 def write_training_record(workdir: str, model_dir: str, step: int | None = None) -> None:
-    """Beside an exported model: training.json (the run's config and data, its generated corpus's
-    voices, every dev evaluation,
-    the last train metrics, the exported step when chosen) and its training curves. Written by
-    process 0 alone, which holds metrics.jsonl (the export itself is collective)."""
+    """Beside an exported model: training.json (the run's config and data, the voices of its
+    generated corpus, every dev evaluation, the last train metrics, the exported step when
+    chosen) and its training curves. Written by process 0 alone, which holds metrics.jsonl (the
+    export itself is collective)."""
     from w2v_jax.analysis.plots import plot_training_curves
 
     if jax.process_index() != 0:
