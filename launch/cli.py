@@ -25,6 +25,8 @@ from typing import Callable, Sequence
 from absl import app, flags
 from ml_collections import config_dict, config_flags
 
+from w2v_jax import files
+
 FLAGS = flags.FLAGS
 EXIT_USER_ERROR = 2
 
@@ -68,7 +70,7 @@ def define_config(default: str | None, help_string: str = "Config file: configs/
 def existing_dirs(*names: str) -> None:
     """Refuse, while flags are parsed, a value of these flags that is not a directory."""
     for name in names:
-        flags.register_validator(name, lambda v: v is None or os.path.isdir(v),
+        flags.register_validator(name, lambda v: v is None or files.path(v).is_dir(),
                                  message="no such directory")
 
 
@@ -169,8 +171,9 @@ def _verbose(argv: Sequence[str]) -> bool:
 
 
 def _first_missing(path: str | None) -> str | None:
-    """The outermost directory of `path` that does not exist yet (what a run would create)."""
-    if not path or os.path.exists(path):
+    """The outermost directory of `path` that does not exist yet (what a run would create); None
+    on an object store, which has no empty directories to leave behind."""
+    if not path or not files.is_local(path) or os.path.exists(path):
         return None
     path = os.path.abspath(path)
     while not os.path.exists(os.path.dirname(path)):

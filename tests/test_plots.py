@@ -26,7 +26,7 @@ def test_layer_panels_figure(tmp_path, figures, num_layers):
     paths = plots.plot_layer_panels(curves, tmp_path / "fig" / "svcca", intervals=bands,
                                     chance=chance, reference={"tone": 0.4, "sex": 0.7})
     assert [p.suffix for p in paths] == [".png", ".svg"]
-    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[0].stat().st_size > 5000
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and len(paths[0].read_bytes()) > 5000
     assert b"<svg" in paths[1].read_bytes()[:500]
     (fig,) = figures
     assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in fig.axes)
@@ -65,4 +65,4 @@ def test_projection_scatter(tmp_path, method):
     x = rng.standard_normal((150, 6)) + 3 * labels[:, None]
     paths = plot_layer_projection(x.astype(np.float32), labels, tmp_path / method, method=method,
                                   label_names={0: "F", 1: "M"}, title=f"layer 12 {method}")
-    assert all(p.stat().st_size > 3000 for p in paths)
+    assert all(len(p.read_bytes()) > 3000 for p in paths)

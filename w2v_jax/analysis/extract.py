@@ -3,7 +3,10 @@
 One pass over a split in the bucketed pipeline's evaluation order; the forward and
 the gather of central frames run on the devices (batch sharded over the mesh); each
 process writes its own rows into memory-mapped .npy files (see store.py). Progress is
-recorded every few batches, so an interrupted run resumes where it stopped.
+recorded every few batches, so an interrupted run resumes where it stopped. Memory maps need
+a local disk: a store on an object store (gs://) is written in a local scratch directory
+(under the system's temporary directory, named after OUT, so a rerun on the same machine
+resumes) and uploaded when done.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import functools
 import hashlib
 import json
 import os
+import tempfile
 from typing import Sequence
 
 import jax
@@ -20,12 +24,12 @@ import numpy as np
 from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
+from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
-from w2v_jax import sharding
+from w2v_jax import files, sharding
 from w2v_jax.analysis import store as store_lib
-from w2v_jax.files import write_json
 from w2v_jax.data import labels as L
 from w2v_jax.data.pipeline import Batches, segment_rows
 from w2v_jax.data.sources import DatasetSplit
@@ -103,7 +107,7 @@ def _local(array: jax.Array, mesh, spec) -> np.ndarray:
     return np.asarray(multihost_utils.global_array_to_host_local_array(array, mesh, spec))
 
 
-def extract(model: Wav2Vec2Model, data: DatasetSplit, out: str, *, batch_size: int = 8,
+def extract(model: Wav2Vec2Model, data: DatasetSplit, out: files.PathLike, *, batch_size: int = 8,
             dtype: str = "float32", mesh=None, description: str = "",
             checkpoint_every: int = 20) -> store_lib.Store:
     """Write (or resume, or reuse) the embedding store of `data` under `out`.
@@ -114,9 +118,10 @@ def extract(model: Wav2Vec2Model, data: DatasetSplit, out: str, *, batch_size: i
     """
     if dtype not in _DTYPES:
         raise ValueError(f"dtype={dtype!r}: must be one of {_DTYPES}")
-    out = os.path.abspath(out)
+    out = files.absolute(out)
     fingerprint = _fingerprint(model, data, dtype)
-    if os.path.exists(out):
+    # On an object store an OUT without store.json is an unfinished upload: finished below.
+    if (out / store_lib.STORE_FILE).exists() or (files.is_local(out) and out.exists()):
         existing = store_lib.Store(out)
         mismatch = _mismatch(fingerprint, existing.info.get("fingerprint"))
         if mismatch:
@@ -134,14 +139,13 @@ def extract(model: Wav2Vec2Model, data: DatasetSplit, out: str, *, batch_size: i
                          f"{mesh.size} devices")
     plan = batches.local_plan()
     layout = _layout(batches, plan)
-    staging = out + ".partial"
-    part = os.path.join(staging, f"part-{pid:03d}")
-    os.makedirs(part, exist_ok=True)
-    progress_path = os.path.join(part, PROGRESS_FILE)
+    staging = out.parent / f"{out.name}.partial" if files.is_local(out) else _local_staging(out)
+    part = staging / f"part-{pid:03d}"
+    part.mkdir(parents=True, exist_ok=True)
+    progress_path = part / PROGRESS_FILE
     progress = {"fingerprint": fingerprint, "plan": layout, "batches": 0}
-    if os.path.exists(progress_path):
-        with open(progress_path) as f:
-            previous = json.load(f)
+    if progress_path.exists():
+        previous = files.read_json(progress_path)
         mismatch = _mismatch(fingerprint, previous.get("fingerprint"))
         if mismatch:
             raise FileExistsError(f"{staging} is an unfinished extraction {mismatch}; "
@@ -159,19 +163,18 @@ def extract(model: Wav2Vec2Model, data: DatasetSplit, out: str, *, batch_size: i
         progress = previous
         logging.info("resuming %s after %d of %d batches", out, progress["batches"], len(plan))
     else:  # recorded now, so a rerun under another plan is refused even before the first save
-        write_json(progress_path, progress)
+        files.write_json(progress_path, progress)
 
     num_rows = int(sum(data.num_segments[b[b >= 0]].sum() for b in plan))
     cfg = model.config
     num_layers = cfg.num_hidden_layers + 1
     storage = store_lib.storage_dtype(dtype)
     mode = "r+" if progress["batches"] else "w+"
-    files = {layer: np.lib.format.open_memmap(os.path.join(part, store_lib.layer_file(layer)), mode,
-                                              storage, (num_rows, cfg.hidden_size))
-             for layer in range(num_layers)}
-    files[store_lib.CNN] = np.lib.format.open_memmap(
-        os.path.join(part, store_lib.layer_file(store_lib.CNN)), mode, storage,
-        (num_rows, cfg.conv_dim[-1]))
+    arrays = {layer: np.lib.format.open_memmap(part / store_lib.layer_file(layer), mode, storage,
+                                               (num_rows, cfg.hidden_size))
+              for layer in range(num_layers)}
+    arrays[store_lib.CNN] = np.lib.format.open_memmap(
+        part / store_lib.layer_file(store_lib.CNN), mode, storage, (num_rows, cfg.conv_dim[-1]))
 
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     params = jax.device_put(params, sharding.state_shardings(params, mesh))
@@ -193,32 +196,45 @@ def extract(model: Wav2Vec2Model, data: DatasetSplit, out: str, *, batch_size: i
             # The same row-major order as segment_rows, which np.nonzero of this mask gives.
             cols = np.nonzero((batch["segments/frame"] >= 0) & batch["example_mask"][:, None])
             for layer in range(num_layers):
-                files[layer][row: row + n] = hidden[layer][cols].view(storage)
-            files[store_lib.CNN][row: row + n] = cnn[cols].view(storage)
+                arrays[layer][row: row + n] = hidden[layer][cols].view(storage)
+            arrays[store_lib.CNN][row: row + n] = cnn[cols].view(storage)
             if (step + 1) % checkpoint_every == 0:
-                for f in files.values():
-                    f.flush()
-                write_json(progress_path, {**progress, "batches": step + 1})
+                for array in arrays.values():
+                    array.flush()
+                files.write_json(progress_path, {**progress, "batches": step + 1})
         row += n
     batches.close()
-    for f in files.values():
-        f.flush()
-    del files
+    for array in arrays.values():
+        array.flush()
+    del arrays
     table = _segment_table(tables, cfg)
-    store_lib.write_table(os.path.join(part, store_lib.SEGMENTS_FILE), table)
-    write_json(progress_path, {**progress, "batches": len(plan), "done": True})
+    store_lib.write_table(part / store_lib.SEGMENTS_FILE, table)
+    files.write_json(progress_path, {**progress, "batches": len(plan), "done": True})
+    if not files.is_local(out):
+        (out / part.name).mkdir(parents=True, exist_ok=True)
+        for local in part.iterdir():
+            files.copy_file(local, out / part.name / local.name)
 
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices(f"extract {out}")
     if pid == 0:
-        _finish(staging, out, {
+        _finish(staging if files.is_local(out) else out, out, {
             "fingerprint": fingerprint, "description": description, "split": data.split,
             "num_layers": num_layers, "hidden_size": cfg.hidden_size, "cnn_dim": cfg.conv_dim[-1],
             "dtype": dtype, "config": cfg.to_dict(), "inventories": L.inventories(),
             "processes": jax.process_count()})
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices(f"extract {out} finished")
+    if not files.is_local(out):
+        files.remove_tree(part)
     return store_lib.Store(out)
+
+
+def _local_staging(out: epath.Path) -> epath.Path:
+    """Where a store bound for an object store is assembled: a local directory named after `out`,
+    so that a rerun on this machine resumes."""
+    name = hashlib.sha256(os.fspath(out).encode()).hexdigest()[:16]
+    return files.path(tempfile.gettempdir()) / "w2v-jax-extract" / f"{out.name}-{name}.partial"
 
 
 def _segment_table(tables: Sequence[dict], cfg) -> dict[str, np.ndarray]:
@@ -233,11 +249,14 @@ def _segment_table(tables: Sequence[dict], cfg) -> dict[str, np.ndarray]:
     return merged
 
 
-def _finish(staging: str, out: str, info: dict) -> None:
-    parts = sorted(p for p in os.listdir(staging) if p.startswith("part-"))
-    tables = [store_lib.read_table(os.path.join(staging, p, store_lib.SEGMENTS_FILE)) for p in parts]
+def _finish(parts_dir: epath.Path, out: epath.Path, info: dict) -> None:
+    """Merge the parts' segment tables and write store.json last: in `parts_dir`, renamed to
+    `out` (a local disk), or in `out` itself (an object store, where the parts were uploaded)."""
+    parts = sorted(p for p in parts_dir.iterdir() if p.name.startswith("part-"))
+    tables = [store_lib.read_table(p / store_lib.SEGMENTS_FILE) for p in parts]
     table = {k: np.concatenate([t[k] for t in tables]) for k in tables[0]}
-    store_lib.write_table(os.path.join(staging, store_lib.SEGMENTS_FILE), table)
-    write_json(os.path.join(staging, store_lib.STORE_FILE), {**info, "count": len(table["frame"])})
-    os.replace(staging, out)
+    store_lib.write_table(parts_dir / store_lib.SEGMENTS_FILE, table)
+    files.write_json(parts_dir / store_lib.STORE_FILE, {**info, "count": len(table["frame"])})
+    if parts_dir != out:
+        os.replace(parts_dir, out)
     logging.info("wrote %d segments x %d layers to %s", len(table["frame"]), info["num_layers"], out)

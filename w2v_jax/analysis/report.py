@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 from typing import Sequence
 
 import numpy as np
 from absl import logging
 
+from w2v_jax import files
 from w2v_jax.analysis import store as store_lib
 from w2v_jax.analysis import baselines
 from w2v_jax.analysis.bootstrap import TooFewSpeakers, bootstrap_layers, rate_bootstrap
@@ -16,7 +18,6 @@ from w2v_jax.analysis.cca import pwcca_layers, svcca, svcca_layers
 from w2v_jax.analysis.cka import cka_layers
 from w2v_jax.analysis.probes import probe_layers, speaker_split
 from w2v_jax.data import labels as L
-from w2v_jax.files import write_json
 
 LABEL_SETS = ("tone", "final", "sex")
 METRICS = {"svcca": svcca_layers, "pwcca": pwcca_layers, "cka": cka_layers}
@@ -224,23 +225,25 @@ def _is_curve(values, num_layers: int) -> bool:
     return isinstance(values, np.ndarray) and values.shape == (num_layers,)
 
 
-def write_scores(scores: dict[str, Scores], out_dir: str) -> None:
+def write_scores(scores: dict[str, Scores], out_dir: files.PathLike) -> None:
     """scores.csv (model, label_set, score, layer, value) of the per-layer curves, and
     scores.json with everything (resamples, floors, reasons a part is missing)."""
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "scores.csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["model", "label_set", "score", "layer", "value"])
-        for model, by_label in scores.items():
-            for label_set, by_score in by_label.items():
-                layers = len(by_score.get("samples", ()))
-                for name, values in by_score.items():
-                    if _is_curve(values, layers):
-                        writer.writerows((model, label_set, name, i, f"{v:.6g}")
-                                         for i, v in enumerate(values))
+    out_dir = files.path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(["model", "label_set", "score", "layer", "value"])
+    for model, by_label in scores.items():
+        for label_set, by_score in by_label.items():
+            layers = len(by_score.get("samples", ()))
+            for name, values in by_score.items():
+                if _is_curve(values, layers):
+                    writer.writerows((model, label_set, name, i, f"{v:.6g}")
+                                     for i, v in enumerate(values))
+    files.write_text(out_dir / "scores.csv", table.getvalue())
     as_lists = {m: {ls: {k: v if isinstance(v, str) else np.asarray(v).tolist()
                          for k, v in d.items()} for ls, d in by.items()} for m, by in scores.items()}
-    write_json(os.path.join(out_dir, "scores.json"), as_lists)
+    files.write_json(out_dir / "scores.json", as_lists)
 
 
 def _scored(by: Scores) -> dict[str, dict]:
@@ -468,8 +471,5 @@ def write_report(scores: dict[str, Scores], stores: dict[str, store_lib.Store], 
         parts += ["## Projections", ""] + [f"![{p}]({p})" for p in projections] + [""]
     parts += ["Stores: " + ", ".join(f"{m} = `{s.directory}`" for m, s in stores.items()), ""]
     path = os.path.join(out_dir, "report.md")
-    staging = path + ".partial"
-    with open(staging, "w") as f:
-        f.write("\n".join(parts))
-    os.replace(staging, path)
+    files.write_text(path, "\n".join(parts))
     return path

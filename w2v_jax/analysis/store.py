@@ -7,24 +7,25 @@
     OUT/part-PPP/segments.csv
 
 Why .npy: the analysis wants whole (N, D) matrices per layer; np.load(mmap_mode="r")
-gives them without a reader library or a copy, and one file per layer lets a user
-load only the layers they want. bfloat16 is stored as its uint16 bit pattern
-(`dtype` in store.json says how to view it), since .npy has no bfloat16.
+gives them without a reader library or a copy (on an object store each part is read whole
+instead), and one file per layer lets a user load only the layers they want. bfloat16 is
+stored as its uint16 bit pattern (`dtype` in store.json says how to view it), since .npy
+has no bfloat16.
 
-Extraction writes into OUT.partial and renames it to OUT once every process is done,
-so a store that exists is complete.
+A store is complete when store.json exists: on a local disk extraction writes into
+OUT.partial and renames it to OUT once every process is done; on an object store (gs://)
+it uploads the parts into OUT and writes store.json last.
 """
 
 from __future__ import annotations
 
 import csv
-import glob
-import json
-import os
+import io
 
 import ml_dtypes
 import numpy as np
 
+from w2v_jax import files
 from w2v_jax.data.labels import TASKS
 
 STORE_FILE = "store.json"
@@ -42,17 +43,17 @@ def storage_dtype(dtype: str) -> np.dtype:
     return np.dtype(np.uint16 if dtype == "bfloat16" else dtype)
 
 
-def write_table(path: str, table: dict[str, np.ndarray]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(list(table))
-        writer.writerows(zip(*(np.asarray(v).tolist() for v in table.values())))
+def write_table(path: files.PathLike, table: dict[str, np.ndarray]) -> None:
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(list(table))
+    writer.writerows(zip(*(np.asarray(v).tolist() for v in table.values())))
+    files.write_text(path, text.getvalue())
 
 
-def read_table(path: str) -> dict[str, np.ndarray]:
+def read_table(path: files.PathLike) -> dict[str, np.ndarray]:
     """The CSV back with its types: label indices and frames int, times float, the rest text."""
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
+    rows = list(csv.reader(io.StringIO(files.path(path).read_bytes().decode(), newline="")))
     header, body = rows[0], rows[1:]
     table = {}
     for i, name in enumerate(header):
@@ -65,19 +66,20 @@ def read_table(path: str) -> dict[str, np.ndarray]:
 class Store:
     """A finished store. `layer(i)` is (N, D) float32; `table` holds the segment columns."""
 
-    def __init__(self, directory: str):
-        path = os.path.join(directory, STORE_FILE)
-        if not os.path.exists(path):
-            partial = os.path.exists(directory + ".partial")
-            raise FileNotFoundError(
-                f"{directory}: no {STORE_FILE}; " + ("an unfinished extraction is in "
-                                                     f"{directory}.partial (rerun extract to resume)"
-                                                     if partial else "not an embedding store"))
-        with open(path) as f:
-            self.info = json.load(f)
-        self.directory = directory
-        self.parts = sorted(glob.glob(os.path.join(directory, "part-*")))
-        self.table = read_table(os.path.join(directory, SEGMENTS_FILE))
+    def __init__(self, directory: files.PathLike):
+        path = files.path(directory) / STORE_FILE
+        if not path.exists():
+            partial = files.path(f"{directory}.partial")
+            raise FileNotFoundError(f"{directory}: no {STORE_FILE}; " + (
+                f"an unfinished extraction is in {partial} (rerun extract to resume)"
+                if partial.exists() else
+                "an unfinished upload of an extraction (rerun extract to finish it)"
+                if files.path(directory).exists() and not files.is_local(directory) else
+                "not an embedding store"))
+        self.info = files.read_json(path)
+        self.directory = files.path(directory)
+        self.parts = sorted(p for p in files.path(directory).iterdir() if p.name.startswith("part-"))
+        self.table = read_table(files.path(directory) / SEGMENTS_FILE)
         self.num_layers = int(self.info["num_layers"])  # hidden states: num_hidden_layers + 1
         if "count" in self.info and self.info["count"] != len(self):
             raise ValueError(f"{directory}: {STORE_FILE} says {self.info['count']} segments but "
@@ -88,8 +90,8 @@ class Store:
 
     def layer(self, layer: int | str, rows: np.ndarray | None = None) -> np.ndarray:
         """One layer's embeddings as float32, (N, D), optionally only `rows`."""
-        paths = [os.path.join(p, layer_file(layer)) for p in self.parts]
-        parts = [np.load(path, mmap_mode="r") for path in paths]
+        paths = [p / layer_file(layer) for p in self.parts]
+        parts = [files.load_npy(path) for path in paths]
         # Row i must be segment i: extra or missing rows would silently pair embeddings
         # with the wrong labels (or fail later with a bare IndexError).
         if sum(len(part) for part in parts) != len(self):

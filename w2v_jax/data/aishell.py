@@ -24,6 +24,7 @@ from w2v_jax.data import alignments as A
 from w2v_jax.data import audio as audio_lib
 from w2v_jax.data import labels as L
 from w2v_jax.data.errors import DataError
+from w2v_jax.files import local_only
 
 SPLITS = ("train", "dev", "test")
 WAV_DIR = os.path.join("data_aishell", "wav")
@@ -73,8 +74,9 @@ class Corpus:
     """An AISHELL-1-layout corpus with its alignments (TextGrids and/or CTMs)."""
 
     def __init__(self, corpus_dir: str | os.PathLike, alignments_dir: str | os.PathLike | None = None):
-        self.corpus_dir = os.fspath(corpus_dir)
-        self.alignments_dir = os.fspath(alignments_dir or os.path.join(self.corpus_dir, "alignments"))
+        self.corpus_dir = local_only(corpus_dir, "an AISHELL-1-layout corpus")
+        self.alignments_dir = local_only(alignments_dir or os.path.join(self.corpus_dir, "alignments"),
+                                         "an alignment folder")
         wav_root = os.path.join(self.corpus_dir, WAV_DIR)
         if not os.path.isdir(wav_root):
             raise DataError(f"{wav_root}: not found; is {self.corpus_dir} an AISHELL-1 corpus root?")

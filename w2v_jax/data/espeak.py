@@ -560,8 +560,8 @@ def make_corpus(out_dir: str | os.PathLike, *, speakers: int = 48, utterances: i
     """
     from tqdm import tqdm
 
-    from w2v_jax.files import write_json
-    out_dir = os.fspath(out_dir)
+    from w2v_jax.files import local_only, write_json
+    out_dir = local_only(out_dir, "a generated corpus")
     if os.path.exists(out_dir):
         raise FileExistsError(f"{out_dir} exists; the corpus is written to a new folder")
     if speakers < 6 or utterances < 1:

@@ -18,6 +18,7 @@ import os
 import numpy as np
 import soundfile as sf
 
+from w2v_jax.files import local_only
 from w2v_jax.data import aishell
 from w2v_jax.data.alignments import Interval, fill_gaps, write_textgrid
 
@@ -191,7 +192,7 @@ def synthesize_utterance(speaker: Speaker, rng: np.random.Generator):
 def make_corpus(out_dir: str | os.PathLike, *, num_speakers: int = 12,
                 utterances_per_speaker: int = 20, seed: int = 0) -> list[Speaker]:
     """Write wavs, transcript, speaker.info and TextGrids (OUT/alignments) under out_dir."""
-    out_dir = os.fspath(out_dir)
+    out_dir = local_only(out_dir, "a generated corpus")
     speakers = make_speakers(num_speakers, seed)
     align_dir = os.path.join(out_dir, "alignments")
     transcript_lines = []

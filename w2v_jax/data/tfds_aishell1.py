@@ -10,8 +10,9 @@ interrupted build never loads as a dataset.
 
 from __future__ import annotations
 
-import json
 import os
+import pathlib
+import tempfile
 from typing import Any, Sequence
 
 import numpy as np
@@ -19,12 +20,14 @@ import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
+from w2v_jax import files
 from w2v_jax.data import aishell
 from w2v_jax.data import labels as L
 from w2v_jax.data import sources
 from w2v_jax.data.errors import DataError
 
 NAME = "aishell1"
+DATASET_INFO = "dataset_info.json"  # TFDS takes a folder without it for no dataset
 
 
 def _default_config():
@@ -92,7 +95,22 @@ class Aishell1(tfds.core.GeneratorBasedBuilder):
 
 def prepare(corpus_dir: str, data_dir: str, *, alignments_dir: str | None = None, cfg=None,
             strict: bool = False, resample: bool = True) -> aishell.Summary:
-    """Build the `aishell1` dataset under data_dir; returns what was kept and skipped."""
+    """Build the `aishell1` dataset under data_dir; returns what was kept and skipped.
+
+    TFDS finishes a build by renaming its folder, a copy on an object store: a data_dir there
+    is built on the local disk and uploaded with dataset_info.json, which TFDS requires of a
+    prepared dataset, last."""
+    if not files.is_local(data_dir):
+        with tempfile.TemporaryDirectory() as local:
+            summary = prepare(corpus_dir, local, alignments_dir=alignments_dir, cfg=cfg,
+                              strict=strict, resample=resample)
+            built = sorted((p for p in pathlib.Path(local).rglob("*") if p.is_file()),
+                           key=lambda p: p.name == DATASET_INFO)
+            for path in built:
+                target = files.path(data_dir) / path.relative_to(local)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                files.copy_file(path, target)
+        return summary
     builder = Aishell1(data_dir=data_dir, corpus_dir=corpus_dir, alignments_dir=alignments_dir,
                        model_config=cfg, strict=strict, resample=resample,
                        file_format="array_record")
@@ -107,9 +125,7 @@ def load_metadata(data_dir: str) -> tuple[str, dict[str, Any]]:
     if not builder.is_prepared():
         raise DataError(f"{data_dir}: no complete {NAME} dataset (version {Aishell1.VERSION}); "
                         "run launch.prepare_data (an interrupted build leaves none)")
-    path = os.path.join(os.fspath(builder.data_dir), "metadata.json")
-    with open(path) as f:
-        return os.fspath(builder.data_dir), json.load(f)
+    return os.fspath(builder.data_dir), files.read_json(files.path(builder.data_dir) / "metadata.json")
 
 
 def open_prepared(data_dir: str, split: str, cfg=None) -> sources.DatasetSplit:

@@ -28,6 +28,7 @@ import numpy as np
 import soundfile as sf
 from absl import logging
 
+from w2v_jax.files import local_only
 from w2v_jax.data.aishell import WAV_DIR
 from w2v_jax.data.audio import SAMPLE_RATE, read_wav
 from w2v_jax.data.errors import DataError
@@ -91,6 +92,7 @@ def audio_files(directory: str, split: str, *, eval_fraction: float = 0.02,
     about `eval_fraction` of the files are dev, the rest train, stable when files are added."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    directory = local_only(directory, "unlabelled audio")
     corpus_split = os.path.join(directory, WAV_DIR, split)
     if os.path.isdir(os.path.join(directory, WAV_DIR)):
         return scan(find_audio(corpus_split), corpus_split, min_samples=min_samples)

@@ -8,11 +8,9 @@ The manifest is rewritten whole after each stage (w2v_jax.files.write_json).
 from __future__ import annotations
 
 import datetime
-import json
-import os
 from typing import Any
 
-from w2v_jax.files import write_json
+from w2v_jax import files
 from w2v_jax.models import ConfigError
 
 MANIFEST_FILE = "manifest.json"
@@ -21,12 +19,11 @@ MANIFEST_FILE = "manifest.json"
 class Manifest:
     """`done(stage, produced_by)` / `record(stage, produced_by, **outputs)` over WORKDIR/manifest.json."""
 
-    def __init__(self, workdir: str):
-        self.path = os.path.join(workdir, MANIFEST_FILE)
+    def __init__(self, workdir: files.PathLike):
+        self.path = files.path(workdir) / MANIFEST_FILE
         self.stages: dict[str, dict[str, Any]] = {}
-        if os.path.exists(self.path):
-            with open(self.path) as f:
-                self.stages = json.load(f)["stages"]
+        if self.path.exists():
+            self.stages = files.read_json(self.path)["stages"]
 
     def done(self, stage: str, produced_by: dict[str, Any]) -> bool:
         """True when `stage` finished under the same inputs; an error when under others."""
@@ -47,5 +44,5 @@ class Manifest:
         self.stages[stage] = {"produced_by": produced_by, "outputs": outputs,
                               "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(
                                   timespec="seconds")}
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        write_json(self.path, {"stages": self.stages})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        files.write_json(self.path, {"stages": self.stages})

@@ -13,6 +13,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
+from w2v_jax import files
 from w2v_jax.hf import mapping
 from w2v_jax.models import Wav2Vec2Config, Wav2Vec2Model
 from w2v_jax.models.pretraining import PretrainingConfig, Wav2Vec2ForPreTraining
@@ -191,6 +192,7 @@ def load_pretrained(path: str, *, pretraining: bool = False, seed: int = 0,
     `config_overrides` set compute switches (dtype, scan_layers, remat) or dropout rates.
     A backbone load of a task model skips its heads and says so with `warnings.warn`.
     """
+    path = files.local_only(path, "a Hugging Face checkpoint (read by torch and safetensors)")
     config = Wav2Vec2Config.from_hf(path, **config_overrides)
     if pretraining:
         model = pretraining_from_state_dict(config, PretrainingConfig.from_hf(path),
@@ -201,22 +203,30 @@ def load_pretrained(path: str, *, pretraining: bool = False, seed: int = 0,
     return model
 
 
-def save_pretrained(model: Wav2Vec2Model | Wav2Vec2ForPreTraining, path: str) -> None:
+def save_pretrained(model: Wav2Vec2Model | Wav2Vec2ForPreTraining, path: files.PathLike) -> None:
     """A directory that transformers' Wav2Vec2Model.from_pretrained (for a
-    Wav2Vec2ForPreTraining: Wav2Vec2ForPreTraining.from_pretrained) loads; written atomically."""
-    from safetensors.numpy import save_file
+    Wav2Vec2ForPreTraining: Wav2Vec2ForPreTraining.from_pretrained) loads; written whole: on a
+    local disk staged and renamed, on an object store in place with config.json last (what
+    transformers reads first)."""
+    from safetensors.numpy import save, save_file
 
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    if os.path.exists(path) and os.listdir(path):
+    path = files.absolute(path)
+    if (path / "config.json").exists() or (files.is_local(path) and path.exists()
+                                           and any(path.iterdir())):
         raise FileExistsError(f"{path} exists and is not empty")
-    staging = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
-    with open(os.path.join(staging, "config.json"), "w") as f:
-        json.dump(_hf_config(model), f, indent=2)
-    save_file(to_state_dict(model), os.path.join(staging, "model.safetensors"), metadata={"format": "pt"})
-    if os.path.exists(path):
-        os.rmdir(path)
-    os.replace(staging, path)
+    state, metadata = to_state_dict(model), {"format": "pt"}
+    if files.is_local(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = files.path(tempfile.mkdtemp(prefix=".tmp-", dir=path.parent))
+        save_file(state, os.fspath(staging / "model.safetensors"), metadata=metadata)
+    else:
+        staging = path
+        files.write_bytes(staging / "model.safetensors", save(state, metadata=metadata))
+    files.write_json(staging / "config.json", _hf_config(model))
+    if staging != path:
+        if path.exists():
+            os.rmdir(path)
+        os.replace(staging, path)
 
 
 def _hf_config(model: Wav2Vec2Model | Wav2Vec2ForPreTraining) -> dict:

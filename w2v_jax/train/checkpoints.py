@@ -9,8 +9,6 @@ Kept: the latest `keep_checkpoints` and the best by the dev metric.
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any
 
 import jax
@@ -18,6 +16,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from w2v_jax import files
 from w2v_jax.models import ConfigError
 from w2v_jax.train.config import fingerprint, fingerprint_fields
 
@@ -26,20 +25,19 @@ SCORE = "score"
 CONFIG_FILE = "config.json"  # {"fingerprint", "config"}: the resolved config a run saved
 
 
-def has_checkpoint(workdir: str) -> bool:
+def has_checkpoint(workdir: files.PathLike) -> bool:
     """Whether `workdir` holds a finished checkpoint (read without opening a manager, which creates it)."""
-    saved = os.path.join(workdir, CHECKPOINT_DIR)
-    return os.path.isdir(saved) and any(n.isdigit() for n in os.listdir(saved))
+    saved = files.path(workdir) / CHECKPOINT_DIR
+    return saved.is_dir() and any(p.name.isdigit() for p in saved.iterdir())
 
 
-def run_config(workdir: str) -> ml_collections.ConfigDict:
+def run_config(workdir: files.PathLike) -> ml_collections.ConfigDict:
     """The resolved config a run saved in its workdir."""
-    with open(os.path.join(workdir, CONFIG_FILE)) as f:
-        return ml_collections.ConfigDict(json.load(f)["config"])
+    return ml_collections.ConfigDict(files.read_json(files.path(workdir) / CONFIG_FILE)["config"])
 
 
 class Checkpoints:
-    def __init__(self, workdir: str, config: ml_collections.ConfigDict, *, read_only: bool = False):
+    def __init__(self, workdir: files.PathLike, config: ml_collections.ConfigDict, *, read_only: bool = False):
         policies = checkpoint_managers.AnyPreservationPolicy([
             checkpoint_managers.LatestN(n=config.keep_checkpoints),
             checkpoint_managers.BestN(get_metric_fn=lambda m: m[SCORE], n=1,
@@ -51,7 +49,7 @@ class Checkpoints:
             preservation_policy=policies, best_fn=lambda m: m[SCORE], best_mode="max",
             enable_async_checkpointing=config.async_checkpoints,
             create=not read_only, cleanup_tmp_directories=not read_only, read_only=read_only)
-        self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+        self.directory = files.absolute(workdir) / CHECKPOINT_DIR
         self.manager = ocp.CheckpointManager(self.directory, options=options)
         self.fingerprint = fingerprint(config)
         self.fields = fingerprint_fields(config)

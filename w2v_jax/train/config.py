@@ -19,6 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from w2v_jax import files
 from w2v_jax.data import labels as L
 from w2v_jax.models import ConfigError, Wav2Vec2Config
 from w2v_jax.models.config import PRESETS
@@ -244,11 +245,15 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     resolved = config.copy_and_resolve_references()
     if config.init != "random":
         kind, _, directory = config.init.partition(":")
-        resolved.init = f"{kind}:{os.path.abspath(directory)}"
+        if kind == "hf":
+            files.local_only(directory, "config.init=hf: (a Hugging Face checkpoint)")
+        resolved.init = f"{kind}:{files.absolute(directory)}"
     for key in ("dir", "alignments_dir"):
         if config.data[key]:  # alignments_dir "" means DIR/alignments
-            resolved.data[key] = os.path.abspath(config.data[key])
-            if not os.path.isdir(resolved.data[key]):
+            if config.data.source == "corpus":
+                files.local_only(config.data[key], f"config.data.{key} (a corpus read in memory)")
+            resolved.data[key] = os.fspath(files.absolute(config.data[key]))
+            if not files.path(resolved.data[key]).is_dir():
                 _fail(f"data.{key}", config.data[key], f"no such directory ({resolved.data[key]})")
     return resolved
 

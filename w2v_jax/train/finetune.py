@@ -8,8 +8,6 @@ phase 1 (from config.freeze_steps) the backbone too, the CNN unless freeze_featu
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any, Mapping
 
 import jax
@@ -19,7 +17,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from w2v_jax import checkpoint, data
+from w2v_jax import checkpoint, data, files
 from w2v_jax.data import labels as L
 from w2v_jax.models import ConfigError, Wav2Vec2Config, Wav2Vec2Model
 from w2v_jax.train import build, loop
@@ -36,14 +34,13 @@ BACKBONE_CONFIG_FILE = "backbone_config.json"
 BATCH_KEYS = ("input_values", "attention_mask")
 
 
-def run_backbone_config(workdir: str) -> Wav2Vec2Config:
+def run_backbone_config(workdir: files.PathLike) -> Wav2Vec2Config:
     """The backbone architecture (with its switches) the run in `workdir` saved when it started."""
-    path = os.path.join(workdir, BACKBONE_CONFIG_FILE)
-    if not os.path.exists(path):
+    path = files.path(workdir) / BACKBONE_CONFIG_FILE
+    if not path.exists():
         raise FileNotFoundError(f"{path} is missing: a run writes it when it starts; rerun the "
                                 "training command on this workdir (it resumes) to write it")
-    with open(path) as f:
-        return Wav2Vec2Config.from_dict(json.load(f))
+    return Wav2Vec2Config.from_dict(files.read_json(path))
 
 
 class FineTuning:
@@ -64,14 +61,14 @@ class FineTuning:
         self.eval_speakers: list[str] | None = None
 
     # -- the run ---------------------------------------------------------------------------
-    def prepare(self, workdir: str, resuming: bool) -> None:
+    def prepare(self, workdir: files.PathLike, resuming: bool) -> None:
         """The backbone's architecture: from config.init for a new run, from the workdir for a
         resumed one, since config.init may be gone. Then the data splits."""
         c = self.config
-        if resuming and os.path.exists(os.path.join(workdir, BACKBONE_CONFIG_FILE)):
+        if resuming and (files.path(workdir) / BACKBONE_CONFIG_FILE).exists():
             self.model_config = build.with_switches(run_backbone_config(workdir), c)
         else:
-            if c.init != "random" and not os.path.isdir(c.init.partition(":")[2]):
+            if c.init != "random" and not files.path(c.init.partition(":")[2]).is_dir():
                 raise ConfigError(f"config.init={c.init!r}: no such directory")
             self.model_config = build.backbone_config(c)
         self.train_split = build.load_split(c, c.data.train_split, self.model_config)
@@ -90,10 +87,10 @@ class FineTuning:
         return FrameClassifier(build.backbone(c, self.model_config), self.tasks,
                                head_dropout=c.head_dropout, rngs=nnx.Rngs(c.seed + 1))
 
-    def export(self, model: FrameClassifier, workdir: str) -> None:
+    def export(self, model: FrameClassifier, workdir: files.PathLike) -> None:
         """The fine-tuned backbone as a model directory (checkpoint.load_model reads it)."""
-        target = os.path.join(workdir, BACKBONE_DIR)
-        if os.path.exists(target):
+        target = files.path(workdir) / BACKBONE_DIR
+        if checkpoint.is_saved(target):
             logging.info("%s exists; not exporting again", target)
             return
         checkpoint.save_model(model.wav2vec2, target)

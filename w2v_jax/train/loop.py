@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 from typing import Any
 
@@ -18,8 +17,7 @@ from flax import nnx
 from jax.sharding import Mesh
 from tqdm import tqdm
 
-from w2v_jax import sharding
-from w2v_jax.files import write_json
+from w2v_jax import files, sharding
 from w2v_jax.train import distributed
 from w2v_jax.train import step as S
 from w2v_jax.train.checkpoints import CONFIG_FILE, Checkpoints, abstract, has_checkpoint
@@ -138,7 +136,7 @@ class Evaluation:
                                                if isinstance(v, float)})
 
 
-def run(task: Task, workdir: str) -> dict[str, Any]:
+def run(task: Task, workdir: files.PathLike) -> dict[str, Any]:
     """Train (or resume) `task` in `workdir`; returns {"step", "stopped", "dev"}.
 
     `stopped` is "done", "preempted" (SIGTERM) or "nonfinite" (max_nonfinite in a row).
@@ -147,15 +145,15 @@ def run(task: Task, workdir: str) -> dict[str, Any]:
     mesh = sharding.make_mesh(**config.mesh)
     primary = jax.process_index() == 0
     task.prepare(workdir, resuming=has_checkpoint(workdir))  # bad input fails before any write
-    os.makedirs(workdir, exist_ok=True)
+    files.path(workdir).mkdir(parents=True, exist_ok=True)
     checkpoints = Checkpoints(workdir, config)
     start = checkpoints.latest_step()
     meta = checkpoints.check_resumable(start, config.allow_config_change) if start is not None else {}
     if primary:  # replaced whole: other processes of a resume read them
-        files = {CONFIG_FILE: {"fingerprint": fingerprint(config), "config": config.to_dict()},
-                 **task.run_files()}
-        for name, value in files.items():
-            write_json(os.path.join(workdir, name), value)
+        run_files = {CONFIG_FILE: {"fingerprint": fingerprint(config), "config": config.to_dict()},
+                     **task.run_files()}
+        for name, value in run_files.items():
+            files.write_json(files.path(workdir) / name, value)
 
     phases = S.Phases(task)
     phase = meta.get("phase", task.phase(0))

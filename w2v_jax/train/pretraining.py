@@ -35,11 +35,10 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from w2v_jax import checkpoint, pretrain, sharding
+from w2v_jax import checkpoint, files, pretrain, sharding
 from w2v_jax.data import espeak
 from w2v_jax.data.audio import SAMPLE_RATE
 from w2v_jax.data.unlabelled import AudioBatches, AudioFiles, audio_files
-from w2v_jax.files import write_json
 from w2v_jax.models import ConfigError, Wav2Vec2Config
 from w2v_jax.models.config import PRESETS
 from w2v_jax.models.pretraining import PretrainingConfig, Wav2Vec2ForPreTraining
@@ -160,7 +159,7 @@ def check_pretrain_config(c: ml_collections.ConfigDict) -> None:
 def resolve_pretrain_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     check_pretrain_config(config)
     resolved = config.copy_and_resolve_references()
-    resolved.data.dir = os.path.abspath(config.data.dir)
+    resolved.data.dir = os.path.abspath(files.local_only(config.data.dir, "config.data.dir (audio)"))
     if not os.path.isdir(resolved.data.dir):
         _fail("data.dir", config.data.dir, f"no such directory ({resolved.data.dir})")
     return resolved
@@ -229,7 +228,7 @@ class PreTraining:
         self.min_samples = int(c.data.min_seconds * SAMPLE_RATE)
 
     # -- the run ---------------------------------------------------------------------------
-    def prepare(self, workdir: str, resuming: bool) -> None:
+    def prepare(self, workdir: files.PathLike, resuming: bool) -> None:
         c = self.config.data
         self.train_files, self.eval_files = (
             audio_files(c.dir, split, eval_fraction=c.eval_fraction, min_samples=self.min_samples)
@@ -247,11 +246,11 @@ class PreTraining:
                                               rngs=nnx.Rngs(self.config.seed))
         return nnx.eval_shape(make) if abstract else make()
 
-    def export(self, model: Wav2Vec2ForPreTraining, workdir: str) -> None:
+    def export(self, model: Wav2Vec2ForPreTraining, workdir: files.PathLike) -> None:
         """The pre-training model as a model directory (checkpoint.load_pretraining_model; its
         backbone is a fine-tuning init: config.init=model:WORKDIR/model)."""
-        target = os.path.join(workdir, MODEL_DIR)
-        if os.path.exists(target):
+        target = files.path(workdir) / MODEL_DIR
+        if checkpoint.is_saved(target):
             logging.info("%s exists; not exporting again", target)
             return
         checkpoint.save_model(model, target)
@@ -367,12 +366,12 @@ class PreTraining:
         return -dev["dev/loss"] if self.config.best_metric == "loss" else dev["dev/accuracy"]
 
 
-def run_pretraining(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def run_pretraining(config: ml_collections.ConfigDict, workdir: files.PathLike) -> dict[str, Any]:
     """Pre-train (or resume) in `workdir`; returns {"step", "stopped", "dev"} (see loop.run)."""
     return loop.run(PreTraining(config), workdir)
 
 
-def export_model(workdir: str, out_dir: str, step: str | int = "best") -> int:
+def export_model(workdir: files.PathLike, out_dir: files.PathLike, step: str | int = "best") -> int:
     """Write checkpoint `step` ('best', 'latest' or a number) of a pre-training run as a model
     directory (for a multi-host run, or another step than the last); returns the step."""
     task = PreTraining(run_config(workdir), saved=True)
@@ -405,7 +404,8 @@ def generated_corpus(data_dir: str) -> dict[str, Any] | None:
             "speakers": sorted(v["index"] for split in summary["speakers"].values() for v in split)}
 
 
-def write_training_record(workdir: str, model_dir: str, step: int | None = None) -> None:
+def write_training_record(workdir: files.PathLike, model_dir: files.PathLike,
+                          step: int | None = None) -> None:
     """Beside an exported model: training.json (the run's config and data, the voices of its
     generated corpus, every dev evaluation, the last train metrics, the exported step when
     chosen) and its training curves. Written by process 0 alone, which holds metrics.jsonl (the
@@ -414,14 +414,14 @@ def write_training_record(workdir: str, model_dir: str, step: int | None = None)
 
     if jax.process_index() != 0:
         return
-    with open(os.path.join(workdir, METRICS_FILE)) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    workdir, model_dir = files.path(workdir), files.path(model_dir)
+    rows = [json.loads(line) for line in (workdir / METRICS_FILE).read_text().splitlines()
+            if line.strip()]
     train_rows = [r for r in rows if "train/loss" in r]
-    with open(os.path.join(workdir, DATA_FILE)) as f:
-        data = json.load(f)
+    data = files.read_json(workdir / DATA_FILE)
     config = run_config(workdir)
-    write_json(os.path.join(model_dir, TRAINING_FILE), {
-        "workdir": os.path.abspath(workdir), "exported_step": step, "data": data,
+    files.write_json(model_dir / TRAINING_FILE, {
+        "workdir": os.fspath(files.absolute(workdir)), "exported_step": step, "data": data,
         "corpus": generated_corpus(config.data.dir), "config": config.to_dict(),
         "last_train": train_rows[-1] if train_rows else None,
         "dev": [r for r in rows if "dev/loss" in r]})
@@ -433,4 +433,4 @@ def write_training_record(workdir: str, model_dir: str, step: int | None = None)
                                  for split in ("train", "dev")),
         "diversity loss and temperature": ("train/diversity_loss", "train/temperature"),
         "gradient norm": ("train/grad_norm",), "learning rate": ("train/learning_rate",)},
-        os.path.join(model_dir, CURVES))
+        model_dir / CURVES)
