@@ -5,11 +5,13 @@ Functions take numpy arrays and write both PNG and SVG next to each other
 with the Agg backend, so no display is needed.
 """
 
+import io
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import matplotlib
+from etils import epath
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -20,11 +22,15 @@ CHANCE = "chance (random features, permuted labels)"
 
 
 def _save(fig, out: str | Path) -> list[Path]:
-    out = Path(out)
+    """PNG and SVG of `fig` beside `out`, which may be local or a gs:// URL (etils.epath): each
+    file is rendered in memory and written in one write."""
+    out = epath.Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     paths = [out.with_suffix(".png"), out.with_suffix(".svg")]
     for p in paths:
-        fig.savefig(p, dpi=150, bbox_inches="tight")
+        rendered = io.BytesIO()
+        fig.savefig(rendered, format=p.suffix[1:], dpi=150, bbox_inches="tight")
+        p.write_bytes(rendered.getvalue())
     plt.close(fig)
     return paths
 
@@ -91,6 +97,32 @@ def plot_layer_panels(curves: dict[str, dict[str, np.ndarray]], out: str | Path,
     fig.legend(list(handles.values()), list(handles), loc="lower center",
                ncol=min(len(handles), 4), fontsize="small", frameon=False)
     fig.tight_layout(rect=(0, 0.06 + 0.04 * ((len(handles) - 1) // 4), 1, 1))
+    return _save(fig, out)
+
+
+def plot_interval_panels(panels: dict[str, tuple[list[str], dict[str, np.ndarray]]], out: str | Path,
+                         *, ylabel: str) -> list[Path]:
+    """One panel per factor: estimates with interval bars against the factor's values.
+
+    panels[title] = (tick labels, {series: (3, n) array of estimate, low, high}); a series
+    keeps its colour in every panel; a grey line at zero (the claims' boundary).
+    """
+    names = list(dict.fromkeys(name for _, by in panels.values() for name in by))
+    colours = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(names)}
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.4), sharey=True,
+                             squeeze=False)
+    for ax, (title, (ticks, by)) in zip(axes.flat, panels.items()):
+        x = np.arange(len(ticks))
+        for name, (estimate, low, high) in by.items():
+            ax.errorbar(x, estimate, yerr=[estimate - low, high - estimate], fmt="o-", capsize=3,
+                        color=colours[name], label=name)
+        ax.axhline(0, color="0.4", lw=0.8)
+        ax.set_xticks(x, ticks)
+        ax.set(title=title)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel(ylabel)
+    axes[0, 0].legend(fontsize="small")
+    fig.tight_layout()
     return _save(fig, out)
 
 

@@ -14,7 +14,6 @@ checkpoint; an extraction from its last saved batch). The report is always rewri
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from typing import Any, Callable
@@ -22,28 +21,25 @@ from typing import Any, Callable
 import ml_collections
 from absl import logging
 
-from w2v_jax import checkpoint
+from w2v_jax import checkpoint, files
 from w2v_jax.analysis.extract import extract
 from w2v_jax.analysis.baselines import log_mel_at_frames
-from w2v_jax.analysis.claims import CLAIMS_HEADER, check_claims, claims_table
+from w2v_jax.analysis.claims import CLAIMS_HEADER, LABEL_SETS, PRETRAINED, check_claims, claims_table
 from w2v_jax.analysis.report import layer_similarity, markdown_table, score_store, write_report
 from w2v_jax.analysis.store import Store
 from w2v_jax.data.labels import task_weights
 from w2v_jax.experiment import tables
 from w2v_jax.experiment.manifest import Manifest
-from w2v_jax.files import write_json
 from w2v_jax.models import ConfigError
 from w2v_jax.train import build, evaluate_run, fingerprint, train
-
-PRETRAINED = tables.PRETRAINED
-LABEL_SETS = tables.LABEL_SETS
 
 
 def corpus_dir(config: ml_collections.ConfigDict, workdir: str, manifest: Manifest) -> str:
     """The corpus: config.train.data.dir when given, else one generated once under WORKDIR/corpus."""
     if config.train.data.dir:
         return config.train.data.dir
-    out = os.path.join(workdir, "corpus")
+    out = files.local_only(os.path.join(workdir, "corpus"),
+                           "a generated corpus (give a local one in config.train.data.dir)")
     recipe = config.corpus.to_dict()
     if not manifest.done("corpus", recipe):
         for leftover in (out, out + ".partial"):  # unrecorded: left by an interrupted run
@@ -88,10 +84,9 @@ def _fine_tune(config, tasks: str, corpus: str, run_dir: str, manifest: Manifest
     produced_by = {**produced_by, "split": config.extract.split}
     if not manifest.done(f"test/{tasks}", produced_by):
         metrics = evaluate_run(run_dir, config.extract.split, step="best")
-        write_json(metrics_path, metrics)
+        files.write_json(metrics_path, metrics)
         manifest.record(f"test/{tasks}", produced_by, metrics=metrics_path, step=metrics["step"])
-    with open(metrics_path) as f:
-        return json.load(f)
+    return files.read_json(metrics_path)
 
 
 def _backbones(config, corpus: str, manifest: Manifest):
@@ -150,9 +145,9 @@ def run(config: ml_collections.ConfigDict, workdir: str,
                                           max_samples=a.max_samples or None)
                   for tasks in config.finetune}
     report_dir = os.path.join(workdir, "report")
-    os.makedirs(report_dir, exist_ok=True)
+    files.path(report_dir).mkdir(parents=True, exist_ok=True)
     tables.write_accuracy(accuracy, report_dir, config.extract.split)
-    write_json(os.path.join(report_dir, "claims.json"), claims)
+    files.write_json(files.path(report_dir) / "claims.json", claims)
     report = write_report(
         scores, stores, report_dir, claims=claims, similarity=similarity,
         projection_layers=tuple(a.projection_layers), umap=a.umap,

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import csv
-import json
-import os
-from typing import Any
+import io
 
-import ml_collections
 import numpy as np
 
-from w2v_jax.analysis.claims import LABEL_SETS, PRETRAINED, top_layers
+from w2v_jax import files
+from w2v_jax.analysis.claims import LABEL_SETS, top_layers
 from w2v_jax.analysis.report import markdown_table
-
-
-def test_accuracy(metrics: dict, task: str, split: str) -> float | None:
-    return metrics.get(f"{split}/{task}/accuracy")
-
 
 
 def test_accuracy(metrics: dict, task: str, split: str) -> float | None:
@@ -31,15 +24,16 @@ def accuracy_table(accuracy: dict[str, dict], split: str) -> str:
     return markdown_table(["model", "checkpoint step", *LABEL_SETS], rows)
 
 
-def write_accuracy(accuracy: dict[str, dict], out_dir: str, split: str) -> None:
-    with open(os.path.join(out_dir, "accuracy.csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["model", "step", "task", "accuracy", "frames"])
-        for model, m in accuracy.items():
-            for task in LABEL_SETS:
-                if test_accuracy(m, task, split) is not None:
-                    writer.writerow([model, m.get("step"), task, f"{test_accuracy(m, task, split):.4f}",
-                                     m.get(f"{split}/{task}/frames")])
+def write_accuracy(accuracy: dict[str, dict], out_dir: files.PathLike, split: str) -> None:
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(["model", "step", "task", "accuracy", "frames"])
+    for model, m in accuracy.items():
+        for task in LABEL_SETS:
+            if test_accuracy(m, task, split) is not None:
+                writer.writerow([model, m.get("step"), task, f"{test_accuracy(m, task, split):.4f}",
+                                 m.get(f"{split}/{task}/frames")])
+    files.write_text(files.path(out_dir) / "accuracy.csv", table.getvalue())
 
 
 def svcca_summary(scores: dict, top_fraction: float) -> str:
@@ -70,11 +64,10 @@ def backbone_text(t) -> str:
     if t.init == "random":
         return f"random initialisation (preset {t.model.preset}, seed {t.seed}), not pre-trained"
     directory = t.init.partition(":")[2]
-    record = os.path.join(directory, "training.json")
-    if not os.path.exists(record):
+    record = files.path(directory) / "training.json"
+    if not record.exists():
         return f"`{t.init}`"
-    with open(record) as f:
-        r = json.load(f)
+    r = files.read_json(record)
     last = r["last_train"] or {}
     return (f"`{t.init}`, pre-trained (self-supervised) for {last.get('step', '?')} updates on "
             f"{r['data']['train']['hours']} h of audio ({r['data']['train']['files']} files; "
