@@ -10,7 +10,7 @@ and the test accuracy.
   python -m launch.sweep --config=configs/headline_sweep.py:cpu --workdir=/tmp/w2v-jax/sweep
   python -m launch.sweep --config=configs/headline_sweep.py --workdir=runs/sweep   # an accelerator
 
-ARG: "" (the full sweep: up to 3,000 updates a point) or "cpu" (up to 450; about 40 minutes
+ARG: "" (the full sweep: up to 3,000 updates a point) or "cpu" (up to 450; estimated at about 40 minutes
 on 2 cores). The design is one factor at a time around a centre point (7 fine-tunings):
   length  total updates; the heads alone for the first `heads_fraction` of them (phase 1)
   depth   "heads" (phase 1 only: the backbone never moves), "encoder" (phase 2 trains all
