@@ -6,10 +6,13 @@ bfloat16 step consumes on one H100 at 45 % MFU (the analytic count of w2v_jax/fl
 
 It reads the prepared (TFDS array_record) dataset through data.Batches, as fine-tuning does:
 training order, per-utterance normalisation, labels and segments, this host's share of every
-global batch (--process_count), for --seconds with each of --workers threads. Delivered
-audio counts the real samples (the attention mask), not the padding. A loader faster than
-the consumption (ratio > 1) is not the bottleneck of one device; a host with k devices needs
-a ratio above k. Measure on a quiet machine: other jobs on the CPUs lower the figure.
+global batch (--process_count), for --seconds with each of --workers threads and then each of
+--processes worker processes (config data.processes; their start is not timed). Delivered
+audio counts the real samples (the attention mask), not the padding; per CPU second counts the
+CPU time of this process and its workers, so it is what one quiet core delivers. A loader
+faster than the consumption (ratio > 1) is not the bottleneck of one device; a host with k
+devices needs a ratio above k. Measure on a quiet machine: other jobs on the CPUs lower the
+figures, and n workers can only show scaling on at least n free cores.
 """
 
 from __future__ import annotations
@@ -30,9 +33,8 @@ flags.DEFINE_integer("speakers", 8, "Generated corpus (no --data_dir): speakers.
 flags.DEFINE_integer("utterances", 40, "Generated corpus: utterances per speaker.")
 flags.DEFINE_integer("batch_size", 32, "Global batch (configs/aishell_large.py).")
 flags.DEFINE_integer("process_count", 1, "Hosts sharing each global batch; this one reads its share.")
-flags.DEFINE_list("workers", ["0", "1", "2"], "Worker thread counts to measure (data.Batches).")
-flags.DEFINE_list("processes", ["2"], "grain worker process counts to measure (mp_prefetch over "
-                  "the same plan; not used in training yet).")
+flags.DEFINE_list("workers", ["0", "1", "2"], "Worker thread counts to measure (processes=0).")
+flags.DEFINE_list("processes", ["1", "2"], "Worker process counts to measure (data.processes).")
 flags.DEFINE_float("seconds", 20.0, "Measuring time per worker count.")
 flags.DEFINE_string("preset", "large-lv60", "Model preset whose step consumes the audio.")
 flags.DEFINE_float("mfu", 0.45, "Model FLOP utilisation of the consuming step.")
@@ -55,56 +57,37 @@ def consumed_per_second(config) -> dict[str, float]:
     return {"fine-tuning": device / ft, "pre-training": device / pt}
 
 
-def delivered_per_second(data, cfg, workers: int) -> tuple[float, float, int]:
-    """(audio seconds delivered per wall second, per CPU second of this process, batches)
-    reading for FLAGS.seconds. The second is what a quiet core would deliver."""
+def delivered_per_second(data, cfg, workers: int, processes: int) -> tuple[float, float, int]:
+    """(audio seconds delivered per wall second, per CPU second of this process and its worker
+    processes, batches) reading for FLAGS.seconds."""
     from w2v_jax.data import Batches
     from w2v_jax.data import labels as L
 
     batches = Batches(data, cfg, batch_size=FLAGS.batch_size // FLAGS.process_count, train=True,
                       tasks=L.TRAINING_TASKS, process_count=FLAGS.process_count,
-                      workers=workers, prefetch=max(2, workers))
+                      workers=workers, processes=processes, prefetch=max(2, workers, processes))
     try:
-        next(batches)  # the first plan and the first reads
-        samples, count, start, cpu = 0, 0, time.perf_counter(), time.process_time()
+        for _ in range(max(1, 2 * processes)):  # the first plan and reads; every worker started
+            next(batches)
+        samples, count, start, cpu = 0, 0, time.perf_counter(), cpu_seconds()
         while time.perf_counter() - start < FLAGS.seconds:
             samples += int(next(batches)["attention_mask"].sum())
             count += 1
-        audio = samples / RATE
-        return audio / (time.perf_counter() - start), audio / (time.process_time() - cpu), count
+        audio, wall, used = samples / RATE, time.perf_counter() - start, cpu_seconds() - cpu
+        return audio / wall, audio / used, count
     finally:
         batches.close()
 
 
-def grain_delivered_per_second(data, cfg, processes: int) -> tuple[float, float, int]:
-    """As delivered_per_second, with `processes` grain workers assembling planned batches; checks
-    that the first batches are the planned ones. (The workers' start-up is not timed.)"""
-    import grain
-    import numpy as np
+def cpu_seconds() -> float:
+    """CPU time so far of this process and its live worker processes."""
+    import multiprocessing
 
-    from w2v_jax.data import Batches
-    from w2v_jax.data import labels as L
+    import psutil
 
-    batches = Batches(data, cfg, batch_size=FLAGS.batch_size // FLAGS.process_count, train=True,
-                      tasks=L.TRAINING_TASKS, process_count=FLAGS.process_count, workers=0,
-                      prefetch=0)
-    stream = iter(grain.MapDataset.range(0, 1 << 40).map(batches.planned_batch).to_iter_dataset()
-                  .mp_prefetch(grain.MultiprocessingOptions(num_workers=processes,
-                                                            per_worker_buffer_size=2)))
-    try:
-        for _ in range(2 * processes):  # every worker has started and delivered
-            got, want = next(stream), next(batches)
-            if not np.array_equal(got["input_values"], want["input_values"]):
-                raise AssertionError("grain workers delivered another order than the plan")
-        samples, count, start, cpu = 0, 0, time.perf_counter(), time.process_time()
-        while time.perf_counter() - start < FLAGS.seconds:
-            samples += int(next(stream)["attention_mask"].sum())
-            count += 1
-    finally:
-        batches.close()
-    # CPU time of the workers is not this process's: per CPU second is the main process only.
-    audio = samples / RATE
-    return audio / (time.perf_counter() - start), audio / (time.process_time() - cpu), count
+    processes = [psutil.Process(), *(psutil.Process(child.pid)
+                                     for child in multiprocessing.active_children())]
+    return sum(sum(p.cpu_times()[:2]) for p in processes)
 
 
 def main(argv):
@@ -136,15 +119,14 @@ def measure(data, data_dir: str, config) -> None:
     print(f"{FLAGS.preset} bf16 at {FLAGS.mfu:.0%} MFU of {FLAGS.peak_tflops:g} TFLOP/s consumes "
           + ", ".join(f"{v:,.0f} audio s/s ({k})" for k, v in consumed.items()))
     need = max(consumed.values())
-    for workers in map(int, FLAGS.workers):
-        rate, per_cpu, count = delivered_per_second(data, config, workers)
-        print(f"workers={workers}: {rate:,.0f} audio s/s delivered, {rate / need:.2f} x one "
-              f"device's need ({count} batches; {per_cpu:,.0f} audio s per CPU second)")
-    for processes in map(int, FLAGS.processes):
-        rate, per_cpu, count = grain_delivered_per_second(data, config, processes)
-        print(f"grain processes={processes}: {rate:,.0f} audio s/s delivered, {rate / need:.2f} x "
-              f"one device's need ({count} batches; {per_cpu:,.0f} audio s per CPU second of "
-              "the main process)")
+    settings = ([(f"threads={w}", int(w), 0) for w in FLAGS.workers]
+                + [(f"processes={p}", 0, int(p)) for p in FLAGS.processes])
+    for name, workers, processes in settings:
+        rate, per_cpu, count = delivered_per_second(data, config, workers, processes)
+        print(f"{name}: {rate:,.0f} audio s/s delivered, {rate / need:.2f} x one device's need; "
+              f"{per_cpu:,.0f} audio s per CPU second, so one device needs {need / per_cpu:.1f} "
+              f"quiet cores ({count} batches)")
+
 
 if __name__ == "__main__":
     app.run(main)

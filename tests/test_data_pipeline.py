@@ -1,8 +1,15 @@
 """The input pipeline: shapes, determinism, resumption, sharding, evaluation padding."""
 
 import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
+import psutil
 import pytest
 from tests.data_fixtures import cfg, prepared_dataset, synthetic_corpus  # noqa: F401
 
@@ -150,6 +157,7 @@ def test_prepared_dataset_through_pipeline(prepared_dataset, cfg):
     assert sum(int(b["example_mask"].sum()) for b in got) == 8
     assert set(k for k in got[0] if k.startswith("labels/")) == {"labels/tone", "labels/final", "labels/sex"}
     assert all(isinstance(i, str) and i.startswith("SYN000S000") for i in got[0]["id"])
+    assert not any(v.dtype.hasobject for b in got for v in b.values())  # cheap between processes
 
 
 def test_worker_threads_change_neither_order_nor_resume(prepared_dataset, cfg):  # noqa: F811
@@ -179,3 +187,116 @@ def test_worker_threads_change_neither_order_nor_resume(prepared_dataset, cfg): 
         np.testing.assert_array_equal(g["labels/tone"], w["labels/tone"])
     serial.close()
     resumed.close()
+
+
+def _grain_workers():
+    return [c for c in multiprocessing.active_children() if c.name.startswith("grain-")]
+
+
+def _assert_same_batches(got, want):
+    for g, w in zip(got, want, strict=True):
+        assert g.keys() == w.keys()
+        for key in w:
+            assert g[key].dtype == w[key].dtype and np.array_equal(g[key], w[key]), key
+
+
+def test_worker_processes_deliver_the_plan_and_resume(prepared_dataset, cfg):  # noqa: F811
+    """processes=2 gives the batches the caller's thread assembles, in the same order, with
+    the same workers across an epoch boundary; a resume from the saved state continues the
+    same; close() leaves no worker behind."""
+    data = tfds_aishell1.open_prepared(prepared_dataset[0], "train", cfg)
+
+    def make(processes):
+        return pipeline.Batches(data, cfg, batch_size=2, train=True, seed=1, num_buckets=2,
+                                workers=0, processes=processes)
+
+    serial = make(0)
+    want = [next(serial) for _ in range(10)]  # 4 batches an epoch: crosses two epochs
+    parallel = make(2)
+    got = [next(parallel)]
+    workers = _grain_workers()
+    assert len(workers) == 2
+    got += [next(parallel) for _ in range(5)]
+    assert _grain_workers() == workers  # started once, not per epoch
+    state = json.loads(json.dumps(parallel.get_state()))
+    assert state == {"epoch": 1, "step": 2, "seed": 1, "process_count": 1, "batch_size": 2}
+    parallel.close()
+    assert not _grain_workers() and not any(w.is_alive() for w in workers)
+    resumed = make(2)
+    resumed.set_state(state)
+    got += [next(resumed) for _ in range(4)]
+    assert resumed.get_state() == serial.get_state()
+    _assert_same_batches(got, want)
+    resumed.close()
+    serial.close()
+    assert not _grain_workers()
+
+
+def test_worker_processes_read_each_hosts_share_and_end_evaluation(prepared_dataset, cfg):  # noqa: F811
+    data = tfds_aishell1.open_prepared(prepared_dataset[0], "train", cfg)
+    whole = pipeline.Batches(data, cfg, batch_size=4, train=True, seed=2, num_buckets=2, workers=0)
+    hosts = [pipeline.Batches(data, cfg, batch_size=2, train=True, seed=2, num_buckets=2,
+                              process_index=p, process_count=2, processes=2) for p in range(2)]
+    for _ in range(3):  # 2 global batches an epoch: into the second epoch
+        want, shares = next(whole), [next(host) for host in hosts]
+        for key in want:  # the hosts' rows, in host order, are the global batch
+            np.testing.assert_array_equal(np.concatenate([share[key] for share in shares]), want[key])
+    for host in hosts:
+        host.close()
+
+    def evaluation(processes):  # 8 records, 3 a batch: the last batch has a padding row
+        batches = pipeline.Batches(data, cfg, batch_size=3, train=False, workers=0,
+                                   processes=processes)
+        passed = list(batches)
+        with pytest.raises(StopIteration):
+            next(batches)
+        batches.close()
+        return passed
+
+    serial = evaluation(0)
+    assert len(serial) == 3 and not serial[-1]["example_mask"].all()
+    _assert_same_batches(evaluation(2), serial)
+    assert not _grain_workers()
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ORPHAN_SCRIPT = """
+import sys
+from w2v_jax.data import pipeline, tfds_aishell1
+from w2v_jax.models.config import Wav2Vec2Config
+cfg = Wav2Vec2Config()
+batches = pipeline.Batches(tfds_aishell1.open_prepared(sys.argv[1], "train", cfg), cfg,
+                           batch_size=2, train=True, num_buckets=2, processes=2)
+next(batches)
+import multiprocessing
+print(*[c.pid for c in multiprocessing.active_children() if c.name.startswith("grain-")], flush=True)
+import time
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_worker_processes_end_with_a_signalled_parent(prepared_dataset, signum):  # noqa: F811
+    """A parent stopped by SIGTERM (no handler: gone at once) or Ctrl-C (KeyboardInterrupt)
+    without closing its batches leaves no worker process behind."""
+    parent = subprocess.Popen([sys.executable, "-c", _ORPHAN_SCRIPT, prepared_dataset[0]],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                              env={**os.environ, "PYTHONPATH": REPO})
+    try:
+        pids = [int(pid) for pid in parent.stdout.readline().split()]
+        assert len(pids) == 2
+        parent.send_signal(signum)
+        parent.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_running(pid) for pid in pids)
+    finally:
+        parent.kill()
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -110,7 +110,7 @@ def test_train_crops_are_slices_of_the_normalised_file_and_change_each_epoch(fol
     assert seen_twice and any(crops[(0, p)] != crops[(1, p)] for p in seen_twice)
 
 
-def test_set_state_resumes_the_same_batches(folder):
+def test_set_state_resumes_the_same_batches_in_worker_processes_too(folder):
     root, _ = folder
     files = audio_files(str(root), "train", eval_fraction=0.0)
     first = _batches(files, train=True)
@@ -119,13 +119,14 @@ def test_set_state_resumes_the_same_batches(folder):
     state = first.get_state()
     expected = [next(first) for _ in range(5)]  # crosses into the next epoch
     first.close()
-    resumed = _batches(files, train=True)
-    resumed.set_state(state)
-    for want in expected:
-        got = next(resumed)
-        for key in want:
-            np.testing.assert_array_equal(got[key], want[key])
-    resumed.close()
+    for processes in (0, 2):  # the crops are the plan's, whoever reads them
+        resumed = _batches(files, train=True, processes=processes)
+        resumed.set_state(state)
+        for want in expected:
+            got = next(resumed)
+            for key in want:
+                np.testing.assert_array_equal(got[key], want[key])
+        resumed.close()
 
 
 def test_evaluation_is_one_padded_pass_from_the_start_of_each_file(folder):

@@ -83,6 +83,7 @@ def _config(**changes):
     ("optimizer.warmup_ratio", 0.5, "optimizer.warmup_ratio"),
     ("freeze_steps", 200_000, "freeze_steps"),
     ("data.source", "tfrecord", "data.source"),
+    ("data.processes", -1, "config.data.processes=-1"),
     ("checkpoint_every", 1500, "checkpoint_every"),
     ("init", "pretrained", "init"),
     ("init", "hf:", "config.init='hf:'"),  # no directory: was a bare FileNotFoundError('')
@@ -205,6 +206,7 @@ def test_unknown_keys_are_named():
 def test_fingerprint_ignores_cadence_not_substance():
     base = fingerprint(_config())
     assert fingerprint(_config(log_every=7, eval_every=10, checkpoint_every=20)) == base
+    assert fingerprint(_config(**{"data.processes": 2})) == base  # who reads, not what is read
     assert fingerprint(_config(**{"optimizer.learning_rate": 1e-4})) != base
     assert fingerprint(_config(**{"tasks.tone": 2.0})) != base
 

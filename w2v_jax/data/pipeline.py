@@ -1,17 +1,21 @@
 """Length-bucketed, shardable, resumable numpy batches for training and extraction.
 
-Our own small pipeline rather than grain: the whole epoch plan (which examples go
-in which batch, padded to which length) is a pure function of (seed, epoch) and
-the per-example lengths, so every process computes the same plan, reads only its
-own share, and the iterator state is two integers. `workers` threads assemble the
-next batches in parallel (reading and decoding release the GIL), each into its
-planned place in the queue, so the order, and a resume, do not depend on them.
+Our own small pipeline, grain only for its worker processes: the whole epoch plan
+(which examples go in which batch, padded to which length) is a pure function of
+(seed, epoch) and the per-example lengths, so every process computes the same plan,
+reads only its own share, and the iterator state is two integers. `workers` threads
+assemble the next batches in parallel, each into its planned place in the queue, so
+the order, and a resume, do not depend on them. Decoding a TFDS record holds the GIL,
+so threads stop scaling at about one core: `processes` grain worker processes instead
+each assemble every n-th planned batch (grain's mp_prefetch over the plan's
+positions), interleaved back into the planned order; the batches arrive through
+shared memory, which is why a batch holds no Python-object arrays.
 
 Batch keys (B = per-process batch size, S = padded samples, T = cfg.num_frames(S)):
   input_values (B, S) float32, attention_mask (B, S) int32,
   labels/<task> (B, T) int32 (-1 = ignore, also on padding),
-  index (B,) int32 record index in the split (-1 = padding), id (B,) str,
-  speaker (B,) str, example_mask (B,) bool (False on evaluation padding),
+  index (B,) int32 record index in the split (-1 = padding), id (B,) and speaker (B,)
+  fixed-width unicode ("" on padding), example_mask (B,) bool (False on evaluation padding),
   segments/{frame,<task>} (B, K) int32 and segments/{start,end} (B, K) float32,
   segments/index (B, K) int32 (row within the utterance), all -1 padded;
   K comes from a fixed set (powers of two, at least 8).
@@ -19,9 +23,16 @@ Batch keys (B = per-process batch size, S = padded samples, T = cfg.num_frames(S
 
 from __future__ import annotations
 
+import atexit
 import collections
 import concurrent.futures
+import functools
 import math
+import multiprocessing
+import os
+import signal
+import threading
+import time
 from typing import Any, Sequence
 
 import numpy as np
@@ -32,6 +43,7 @@ from w2v_jax.data.sources import DatasetSplit, text
 
 MIN_SEGMENT_BUCKET = 8
 DEFAULT_WORKERS = 2  # bench/input.py measures 0, 1 and 2
+ENDLESS = 1 << 40  # positions of a training stream: more batches than any run reads
 
 
 def bucket_lengths(lengths: Sequence[int], cfg, num_buckets: int = 8) -> tuple[int, ...]:
@@ -71,22 +83,30 @@ class PlannedBatches:
     in length order, the last batch padded (-1 records) and flagged by example_mask.
     The position (epoch, step) is the whole iterator state, so a resume replays exactly.
     `workers` threads (0: the caller's) assemble up to max(prefetch, workers) batches ahead.
+    `processes` > 0 replaces the threads by that many grain worker processes, started at the
+    first batch (again only after a set_state mid-stream) and each about prefetch / processes
+    batches ahead; close() stops them. A subclass must pickle (it is sent to the workers).
     """
 
     def __init__(self, lengths: np.ndarray, *, batch_size: int, train: bool, seed: int,
                  process_index: int, process_count: int, sort_window: int, prefetch: int,
-                 workers: int):
+                 workers: int, processes: int = 0):
         if not 0 <= process_index < process_count:
             raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+        if processes < 0:
+            raise ValueError(f"processes must be >= 0, got {processes}")
         self.lengths = np.asarray(lengths)
         self.batch_size, self.train, self.seed = batch_size, train, seed
         self.process_index, self.process_count = process_index, process_count
         self.global_batch = batch_size * process_count
         self.sort_window, self.ahead = sort_window, max(prefetch, workers)
+        self.processes = processes
         self._epoch, self._step = 0, 0
         self._plans: dict[int, list[np.ndarray]] = {}
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers) if workers else None
+        self._pool = (concurrent.futures.ThreadPoolExecutor(max_workers=workers)
+                      if workers and not processes else None)
         self._pending: collections.deque = collections.deque()
+        self._stream = None  # the grain workers' batches in planned order, from self's position
 
     # ------------------------------------------------------------- planning
     def _plan(self, epoch: int) -> list[np.ndarray]:
@@ -115,10 +135,15 @@ class PlannedBatches:
         return [b[start: start + self.batch_size] for b in self._plan(epoch)]
 
     def planned_batch(self, position: int) -> dict[str, Any]:
-        """This process's batch at `position` (0, 1, ...) of the endless training stream, from
-        the plan alone: what a worker process can compute (bench/input.py's grain workers)."""
+        """This process's batch at `position` (0, 1, ...) of the stream (endless in training),
+        from the plan alone: what a worker process computes."""
         epoch, step = divmod(position, len(self._plan(0)))  # every training epoch is as long
         return self._batch(self._plan(epoch)[step], epoch)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a worker process gets: the plan and the data, without threads or workers."""
+        return {**self.__dict__, "processes": 0, "_pool": None, "_pending": collections.deque(),
+                "_stream": None}
 
     # -------------------------------------------------------------- state
     def get_state(self) -> dict[str, int]:
@@ -130,6 +155,7 @@ class PlannedBatches:
             if state[key] != getattr(self, key):
                 raise ValueError(f"iterator state has {key}={state[key]}, this iterator {getattr(self, key)}")
         self._cancel_pending()
+        self._stop_workers()
         self._epoch, self._step = int(state["epoch"]), int(state["step"])
 
     # ------------------------------------------------------------ iteration
@@ -137,6 +163,8 @@ class PlannedBatches:
         return self
 
     def __next__(self) -> dict[str, Any]:
+        if self.processes:
+            return self._next_from_workers()
         self._fill()
         position, result = self._pending[0]
         if position is None:  # evaluation pass finished; stays finished
@@ -172,6 +200,44 @@ class PlannedBatches:
             self._pending.append((position, result))
             position = self._following(epoch, step)
 
+    def _next_from_workers(self) -> dict[str, Any]:
+        if self._step >= len(self._plan(self._epoch)):  # evaluation pass finished
+            raise StopIteration
+        if self._stream is None:
+            self._stream = self._start_workers()
+        batch = next(self._stream)
+        self._epoch, self._step = self._following(self._epoch, self._step)
+        return batch
+
+    def _start_workers(self):
+        """grain workers assembling the planned batches from this position on: worker i of n
+        takes positions i, i + n, ... and grain interleaves them back in turn, so the order is
+        the plan's whatever n."""
+        import grain
+        from absl import flags
+
+        if not flags.FLAGS.is_parsed():  # grain 0.2.18 reads it unparsed (google/grain#1355)
+            flags.FLAGS["grain_enable_multiprocess_worker_profiling"].present = True
+        atexit.unregister(_end_workers_at_exit)  # once, and after multiprocessing's own hook
+        atexit.register(_end_workers_at_exit)
+        per_epoch = len(self._plan(0))
+        position = self._epoch * per_epoch + self._step
+        positions = grain.MapDataset.range(position, ENDLESS if self.train else per_epoch)
+        # Inside a worker one batch at a time: grain's default ReadOptions (16 threads, 500
+        # elements ahead) would contend for the GIL and hold hundreds of batches.
+        read = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
+        options = grain.MultiprocessingOptions(
+            num_workers=self.processes,
+            per_worker_buffer_size=max(1, math.ceil(self.ahead / self.processes)))
+        stream = (positions.map(self.planned_batch).to_iter_dataset(read)
+                  .mp_prefetch(options, worker_init_fn=functools.partial(_worker_init, os.getpid())))
+        return iter(stream)
+
+    def _stop_workers(self) -> None:
+        if self._stream is not None:
+            self._stream.close()  # grain joins its workers
+            self._stream = None
+
     def _cancel_pending(self) -> None:
         for _, result in self._pending:
             if isinstance(result, concurrent.futures.Future):
@@ -180,11 +246,37 @@ class PlannedBatches:
 
     def close(self) -> None:
         self._cancel_pending()
+        self._stop_workers()
         if self._pool:
             self._pool.shutdown(wait=True)
 
     def _batch(self, global_indices: np.ndarray, epoch: int) -> dict[str, Any]:
         raise NotImplementedError
+
+
+def _end_workers_at_exit() -> None:
+    """At interpreter exit with workers still running (batches never closed, Ctrl-C): end them
+    at once. Otherwise grain's exit hook waits up to 25 s for each worker to finish its batch,
+    which on a loaded machine kept a Ctrl-C'd run alive for over a minute. atexit runs this
+    before multiprocessing's hook (registered earlier), so grain then finds them gone."""
+    for child in multiprocessing.active_children():
+        if child.name.startswith("grain-"):
+            child.terminate()
+
+
+def _worker_init(parent_pid: int, worker_index: int, worker_count: int) -> None:
+    """In each grain worker: Ctrl-C is the parent's to handle (it closes the workers), and a
+    parent killed without closing them (SIGKILL, or SIGTERM where nothing catches it) takes
+    them along; otherwise they would wait on their full queues forever."""
+    del worker_index, worker_count
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def exit_with_parent():
+        while os.getppid() == parent_pid:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=exit_with_parent, daemon=True, name="exit-with-parent").start()
 
 
 class Batches(PlannedBatches):
@@ -196,13 +288,14 @@ class Batches(PlannedBatches):
                  tasks: Sequence[str] = L.TASKS, process_index: int = 0, process_count: int = 1,
                  buckets: Sequence[int] | None = None, num_buckets: int = 8,
                  sort_window: int = 16, normalize: bool = True, prefetch: int = 2,
-                 workers: int = DEFAULT_WORKERS):
+                 workers: int = DEFAULT_WORKERS, processes: int = 0):
         unknown = set(tasks) - set(L.TASKS)
         if unknown:
             raise ValueError(f"unknown tasks {sorted(unknown)}; choose from {L.TASKS}")
         super().__init__(data.lengths, batch_size=batch_size, train=train, seed=seed,
                          process_index=process_index, process_count=process_count,
-                         sort_window=sort_window, prefetch=prefetch, workers=workers)
+                         sort_window=sort_window, prefetch=prefetch, workers=workers,
+                         processes=processes)
         self.data, self.cfg, self.tasks, self.normalize = data, cfg, tuple(tasks), normalize
         self.buckets = tuple(buckets) if buckets else bucket_lengths(data.lengths, cfg, num_buckets)
         if any(b % cfg.frame_stride for b in self.buckets):
@@ -229,7 +322,7 @@ class Batches(PlannedBatches):
             "attention_mask": np.zeros((b, num_samples), np.int32),
             **{f"labels/{task}": np.full((b, t), L.IGNORE, np.int32) for task in self.tasks},
             "index": indices.astype(np.int32), "example_mask": indices >= 0,
-            "id": np.full(b, "", object), "speaker": np.full(b, "", object),
+            "id": [""] * b, "speaker": [""] * b,  # fixed-width unicode arrays once filled
             "segments/index": np.full((b, k), -1, np.int32),
             "segments/frame": np.full((b, k), -1, np.int32),
             "segments/start": np.full((b, k), -1, np.float32),
@@ -239,6 +332,8 @@ class Batches(PlannedBatches):
         rows = [(row, int(index)) for row, index in enumerate(indices) if index >= 0]
         for (row, index), example in zip(rows, _read(self.data.source, [i for _, i in rows])):
             self._fill_row(out, row, index, example)
+        # No Python objects in a batch: grain moves every array through shared memory.
+        out["id"], out["speaker"] = np.asarray(out["id"], str), np.asarray(out["speaker"], str)
         return out
 
     def _fill_row(self, out: dict[str, Any], row: int, index: int, example: dict[str, Any]) -> None:

@@ -115,11 +115,11 @@ class AudioBatches(PlannedBatches):
     def __init__(self, files: AudioFiles, cfg, *, batch_size: int, train: bool, seed: int = 0,
                  max_samples: int, process_index: int = 0, process_count: int = 1,
                  num_buckets: int = 8, normalize: bool = True, sort_window: int = 16,
-                 prefetch: int = 2, workers: int = DEFAULT_WORKERS):
+                 prefetch: int = 2, workers: int = DEFAULT_WORKERS, processes: int = 0):
         super().__init__(np.minimum(files.lengths, max_samples), batch_size=batch_size,
                          train=train, seed=seed, process_index=process_index,
                          process_count=process_count, sort_window=sort_window, prefetch=prefetch,
-                         workers=workers)
+                         workers=workers, processes=processes)
         self.files, self.cfg, self.max_samples, self.normalize = files, cfg, max_samples, normalize
         self.buckets = bucket_lengths(self.lengths, cfg, num_buckets)
         if train and len(files) < self.global_batch:

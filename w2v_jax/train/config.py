@@ -41,7 +41,7 @@ SCORES = tuple(name for name, value in summarize_confusion(np.eye(2, dtype=np.in
                if isinstance(value, float))
 # Keys that change how a run is watched, not what it computes: left out of the fingerprint.
 UNFINGERPRINTED = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
-                   "async_checkpoints", "allow_config_change", "max_eval_batches")
+                   "async_checkpoints", "allow_config_change", "max_eval_batches", "data.processes")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -66,6 +66,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.batch_size = 8  # global, per micro-batch
     c.data.eval_batch_size = 8  # global
     c.data.num_buckets = 8  # padded lengths; each is one more compiled program
+    c.data.processes = 0  # training batches read by this many worker processes; 0 = threads
 
     c.tasks = ml_collections.ConfigDict({"tone": 1.0})  # task -> loss weight
     c.head_dropout = 0.0
@@ -165,6 +166,7 @@ def check_config(config: ml_collections.ConfigDict, *, device_count: int | None 
                 "checkpoint_every", "keep_checkpoints", "max_nonfinite"):
         if not (isinstance(_get(c, key), int) and _get(c, key) >= 1):
             _fail(key, _get(c, key), "must be a positive integer")
+    check_processes(c.data.processes)
     if not (isinstance(c.freeze_steps, int) and 0 <= c.freeze_steps <= c.total_steps):
         _fail("freeze_steps", c.freeze_steps, f"must be in [0, total_steps={c.total_steps}]")
     if c.checkpoint_every % c.eval_every:
@@ -264,6 +266,12 @@ def _get(section, dotted: str):
     for part in dotted.split("."):
         section = section[part]
     return section
+
+
+def check_processes(processes: Any) -> None:
+    """config.data.processes, which fine-tuning and pre-training share."""
+    if not (isinstance(processes, int) and processes >= 0):
+        _fail("data.processes", processes, "must be an integer >= 0 (0: worker threads)")
 
 
 def fingerprint_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:

@@ -112,10 +112,12 @@ class FineTuning:
 
     # -- data ----------------------------------------------------------------------------------
     def _batches(self, split: data.DatasetSplit, batch_size: int, train: bool) -> data.Batches:
+        # Evaluation passes keep threads: each pass would start its own worker processes.
         return data.Batches(split, self.model_config, batch_size=batch_size, train=train,
                             seed=self.config.seed, tasks=self.tasks,
                             process_index=jax.process_index(), process_count=jax.process_count(),
-                            num_buckets=self.config.data.num_buckets)
+                            num_buckets=self.config.data.num_buckets,
+                            processes=self.config.data.processes if train else 0)
 
     def train_batches(self, batch_size: int) -> data.Batches:
         return self._batches(self.train_split, batch_size, train=True)

@@ -46,7 +46,7 @@ from w2v_jax.train import loop
 from w2v_jax.train import step as S
 from w2v_jax.train.checkpoints import Checkpoints, abstract, run_config
 from w2v_jax.train.metrics import METRICS_FILE
-from w2v_jax.train.config import _check_devices, _check_keys, default_config
+from w2v_jax.train.config import _check_devices, _check_keys, check_processes, default_config
 
 ALL = "all"  # the one optimizer group
 MODEL_DIR = "model"  # the exported pre-training model, in the workdir
@@ -80,6 +80,7 @@ def pretrain_config() -> ml_collections.ConfigDict:
     c.data.max_seconds = 15.625  # random crops (fairseq's max_sample_size 250000)
     c.data.min_seconds = 2.0  # shorter files are left out (min_sample_size 32000)
     c.data.normalize = True  # zero mean, unit variance per file, as fine-tuning reads audio
+    c.data.processes = 0  # training batches read by this many worker processes; 0 = threads
 
     o = c.optimizer
     o.name, o.learning_rate, o.eps, o.weight_decay = "adamw", 5e-4, 1e-6, 0.01
@@ -135,6 +136,7 @@ def check_pretrain_config(c: ml_collections.ConfigDict) -> None:
     if c.checkpoint_every % c.eval_every:
         _fail("checkpoint_every", c.checkpoint_every,
               f"must be a multiple of eval_every={c.eval_every}, so every checkpoint has a dev score")
+    check_processes(c.data.processes)
     min_frames = cfg.num_frames(int(c.data.min_seconds * SAMPLE_RATE))
     if min_frames < 2 * objective.mask_length:  # two masked spans, so every row has distractors
         _fail("data.min_seconds", c.data.min_seconds,
@@ -270,10 +272,12 @@ class PreTraining:
     # -- data ----------------------------------------------------------------------------------
     def _audio(self, files: AudioFiles, batch_size: int, train: bool) -> AudioBatches:
         c = self.config
+        # Evaluation passes keep threads: each pass would start its own worker processes.
         return AudioBatches(files, self.model_config, batch_size=batch_size, train=train,
                             seed=c.seed, max_samples=self.max_samples,
                             process_index=jax.process_index(), process_count=jax.process_count(),
-                            num_buckets=c.data.num_buckets, normalize=c.data.normalize)
+                            num_buckets=c.data.num_buckets, normalize=c.data.normalize,
+                            processes=c.data.processes if train else 0)
 
     def train_batches(self, batch_size: int) -> MaskedBatches:
         return MaskedBatches(self._audio(self.train_files, batch_size, train=True),
