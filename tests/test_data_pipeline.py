@@ -286,7 +286,7 @@ def test_worker_processes_end_with_a_signalled_parent(prepared_dataset, signum):
         pids = [int(pid) for pid in parent.stdout.readline().split()]
         assert len(pids) == 2
         parent.send_signal(signum)
-        parent.wait(timeout=60)
+        parent.wait(timeout=30)  # grain alone waits up to 25 s per worker: over a minute loaded
         deadline = time.monotonic() + 30
         while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.2)
