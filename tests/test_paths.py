@@ -108,6 +108,29 @@ def test_model_directory_on_an_object_store_is_whole_only_with_its_config(tmp_pa
         checkpoint.save_model(model, out)
 
 
+def test_a_model_directorys_extras_come_before_its_completion_record(tmp_path, branch):
+    """A training record belongs to the model directory: written before config.json, so an
+    export killed while writing it leaves nothing taken for a whole model."""
+    model = tiny("layer")
+    complete_before = []
+
+    def record(into):
+        complete_before.append(checkpoint.is_saved(into))
+        files.write_json(into / "training.json", {"step": 7})
+
+    checkpoint.save_model(model, str(tmp_path / "model"), record)
+    assert complete_before == [False]
+    assert files.read_json(tmp_path / "model" / "training.json") == {"step": 7}
+
+    def killed(into):
+        files.write_json(into / "training.json", {"step": 7})
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save_model(model, str(tmp_path / "killed"), killed)
+    assert not checkpoint.is_saved(tmp_path / "killed")
+
+
 def test_store_on_an_object_store_round_trips_without_memory_maps(tmp_path, synthetic_corpus,  # noqa: F811
                                                                   monkeypatch):
     model = tiny("layer")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 
 import jax
 import orbax.checkpoint as ocp
@@ -35,9 +36,11 @@ PRETRAINING_FILE = "pretraining.json"
 PRETRAINING_PARAMS_DIR = "pretraining_params"
 
 
-def save_model(model: Wav2Vec2Model | Wav2Vec2ForPreTraining, directory: files.PathLike) -> None:
+def save_model(model: Wav2Vec2Model | Wav2Vec2ForPreTraining, directory: files.PathLike,
+               write_extras: Callable[[epath.Path], None] | None = None) -> None:
     """Write a model directory. In a multi-process run every process calls it: each writes its
-    shards of the parameters (orbax's collective save) and process 0 the rest."""
+    shards of the parameters (orbax's collective save) and process 0 the rest, including what
+    `write_extras(dir)` adds (a training record), all before the completion record."""
     directory = files.absolute(directory)
     # On an object store a directory without config.json is a killed export's: written again.
     if is_saved(directory) or (files.is_local(directory) and directory.exists()):
@@ -53,6 +56,8 @@ def save_model(model: Wav2Vec2Model | Wav2Vec2ForPreTraining, directory: files.P
                 checkpointer.save(staging / PRETRAINING_PARAMS_DIR, _pretraining_params(model))
             checkpointer.wait_until_finished()
         if primary:
+            if write_extras:
+                write_extras(staging)
             if isinstance(model, Wav2Vec2ForPreTraining):
                 files.write_json(staging / PRETRAINING_FILE, model.pretraining.to_hf())
             files.write_json(staging / CONFIG_FILE, backbone.config.to_dict())  # last: see is_saved

@@ -255,8 +255,7 @@ class PreTraining:
         if checkpoint.is_saved(target):
             logging.info("%s exists; not exporting again", target)
             return
-        checkpoint.save_model(model, target)
-        write_training_record(workdir, target)
+        checkpoint.save_model(model, target, lambda into: write_training_record(workdir, into))
         logging.info("exported the pre-trained model to %s", target)
 
     # -- the optimizer: one phase, everything trains ----------------------------------------------
@@ -390,8 +389,8 @@ def export_model(workdir: files.PathLike, out_dir: files.PathLike, step: str | i
         state, _ = checkpoints.restore(int(chosen), abstract(state, sharding.state_shardings(state, mesh)))
     finally:
         checkpoints.close()
-    checkpoint.save_model(nnx.merge(graphdef, state["params"], state["rng"]), out_dir)
-    write_training_record(workdir, out_dir, step=int(chosen))
+    checkpoint.save_model(nnx.merge(graphdef, state["params"], state["rng"]), out_dir,
+                          lambda into: write_training_record(workdir, into, step=int(chosen)))
     logging.info("exported step %s of %s to %s", chosen, workdir, out_dir)
     return int(chosen)
 
@@ -412,12 +411,11 @@ def write_training_record(workdir: files.PathLike, model_dir: files.PathLike,
                           step: int | None = None) -> None:
     """Beside an exported model: training.json (the run's config and data, the voices of its
     generated corpus, every dev evaluation, the last train metrics, the exported step when
-    chosen) and its training curves. Written by process 0 alone, which holds metrics.jsonl (the
-    export itself is collective)."""
+    chosen) and its training curves, into the model directory save_model is assembling (its
+    write_extras: on process 0, which holds metrics.jsonl, and before the completion record, so
+    a whole model directory has them)."""
     from w2v_jax.analysis.plots import plot_training_curves
 
-    if jax.process_index() != 0:
-        return
     workdir, model_dir = files.path(workdir), files.path(model_dir)
     rows = [json.loads(line) for line in (workdir / METRICS_FILE).read_text().splitlines()
             if line.strip()]
