@@ -261,7 +261,10 @@ def test_worker_processes_read_each_hosts_share_and_end_evaluation(prepared_data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ORPHAN_SCRIPT = """
-import sys
+import signal, sys
+# Ctrl-C raises KeyboardInterrupt, as in a terminal: a suite started in the background (`&`)
+# would otherwise hand its children SIGINT ignored, and this parent would never stop.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from w2v_jax.data import pipeline, tfds_aishell1
 from w2v_jax.models.config import Wav2Vec2Config
 cfg = Wav2Vec2Config()
@@ -286,7 +289,7 @@ def test_worker_processes_end_with_a_signalled_parent(prepared_dataset, signum):
         pids = [int(pid) for pid in parent.stdout.readline().split()]
         assert len(pids) == 2
         parent.send_signal(signum)
-        parent.wait(timeout=30)  # grain alone waits up to 25 s per worker: over a minute loaded
+        parent.wait(timeout=30)  # grain's exit hook alone may wait 25 s for each worker
         deadline = time.monotonic() + 30
         while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.2)
