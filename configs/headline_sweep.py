@@ -11,7 +11,8 @@ and the test accuracy.
   python -m launch.sweep --config=configs/headline_sweep.py --workdir=runs/sweep   # an accelerator
 
 ARG: "" (the full sweep: up to 3,000 updates a point) or "cpu" (up to 450; 37 minutes on 2
-cores; its answer on the shipped model is docs/headline_sweep.md). The design is one factor at a time around a centre point (7 fine-tunings):
+cores; its answer on the shipped model is docs/headline_sweep.md). The design is one factor
+at a time around a centre point (7 fine-tunings):
   length  total updates; the heads alone for the first `heads_fraction` of them (phase 1)
   depth   "heads" (phase 1 only: the backbone never moves), "encoder" (phase 2 trains all
           but the CNN, the paper's choice), "all" (the CNN too)
